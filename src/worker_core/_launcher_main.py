@@ -1,0 +1,440 @@
+"""The launcher: a small single-threaded process that forks every job.
+
+It is started by the engine as a fresh interpreter (``python -I -S this_file FD``), so it is
+single-threaded whatever the engine is doing: forking from it is safe, and the spawn plan is
+applied in the child between ``fork`` and ``execve`` without ``preexec_fn``. It imports only
+the standard library to start fast and stay small.
+
+Protocol (JSON over a SOCK_SEQPACKET socket, one message per packet; pipe ends travel as
+SCM_RIGHTS):
+
+- engine -> launcher: ``spawn`` (with the job's stdout and stderr write ends), ``signal``,
+  ``shutdown``.
+- launcher -> engine: ``ready``, ``spawned``/``spawn_failed``, ``signalled``, ``exit``.
+
+The launcher is the only process that reaps jobs, and it handles one message at a time, so a
+``signal`` request is never delivered to a PID it has already reaped. When the engine's end of
+the socket closes (the engine died), it kills every job and exits: nothing is orphaned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import resource
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+from typing import Any
+
+MAX_MESSAGE = 4 << 20
+CHILD_SETUP_TIMEOUT = 10.0
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+NAMESPACE_FLAGS = {"net": CLONE_NEWNET, "mount": CLONE_NEWNS, "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS}
+
+PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class ChildSetupError(Exception):
+    def __init__(self, stage: str, err: int, message: str) -> None:
+        super().__init__(message)
+        self.stage, self.err, self.message = stage, err, message
+
+
+def _check(result: int, stage: str, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise ChildSetupError(stage, err, f"{what}: {os.strerror(err)}")
+
+
+# ------------------------------------------------------------------------------------------
+# in the child, between fork and exec
+# ------------------------------------------------------------------------------------------
+
+
+def _reset_signals() -> None:
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        with contextlib.suppress(OSError, ValueError, RuntimeError):
+            signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+def _loopback_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifreq = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH", fcntl.ioctl(s, SIOCGIFFLAGS, ifreq)[:18])[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+
+
+def _apply_plan(plan: dict[str, Any], out_fd: int, err_fd: int, error_w: int, launcher_pid: int) -> None:
+    """Everything the job needs before exec; raises ChildSetupError naming the stage."""
+    stage = "session"
+    try:
+        _reset_signals()
+        os.setsid()
+        stage = "pdeathsig"
+        _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), stage, "prctl(PR_SET_PDEATHSIG)")
+        if os.getppid() != launcher_pid:  # the launcher died between fork and prctl
+            os._exit(1)
+        # Join the cgroups first: from here on everything the job does, forks included, is
+        # accounted and limited.
+        stage = "cgroup"
+        for procs in plan["cgroup_procs"]:
+            with open(procs, "w") as f:
+                f.write("0")
+        stage = "oom_score_adj"
+        # An engine protected from the OOM killer must not pass that protection on. Lowering
+        # a raised value needs privilege; an unprivileged engine cannot have lowered it anyway.
+        with contextlib.suppress(PermissionError), open("/proc/self/oom_score_adj", "w") as f:
+            f.write("0")
+        stage = "rlimit"
+        for name, (soft, hard) in plan["rlimits"].items():
+            resource.setrlimit(
+                getattr(resource, name),
+                (resource.RLIM_INFINITY if soft < 0 else soft, resource.RLIM_INFINITY if hard < 0 else hard),
+            )
+        stage = "stdio"
+        null = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
+        # Nothing else is inherited: only 0, 1, 2 (and the close-on-exec error pipe) survive.
+        os.closerange(3, error_w)
+        os.closerange(error_w + 1, 1 << 20)
+        namespaces = set(plan["namespaces"])
+        if "pid" in namespaces:
+            namespaces.add("mount")  # a fresh /proc needs a private mount namespace
+        flags = 0
+        for ns in namespaces:
+            flags |= NAMESPACE_FLAGS.get(ns, 0)
+        stage = "unshare"
+        if flags:
+            _check(_libc.unshare(flags), stage, f"unshare({','.join(sorted(namespaces))})")
+        if "mount" in namespaces:
+            stage = "mount"
+            _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), stage, "make / private")
+        if "net" in namespaces:
+            stage = "network"
+            _loopback_up()
+        if "pid" in namespaces:
+            stage = "pid namespace"
+            _check(_libc.unshare(CLONE_NEWPID), stage, "unshare(pid)")
+            init = os.fork()
+            if init != 0:
+                _relay_init(init, error_w)
+            # Now PID 1 of the new namespace.
+            _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), stage, "prctl(PR_SET_PDEATHSIG)")
+            _check(
+                _libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None),
+                stage,
+                "mount /proc",
+            )
+        stage = "credentials"
+        if plan["gid"] is not None or plan["uid"] is not None:
+            os.setgroups(plan["groups"] or [])
+        if plan["gid"] is not None:
+            os.setgid(plan["gid"])
+        if plan["uid"] is not None:
+            os.setuid(plan["uid"])
+        if plan["no_new_privileges"]:
+            _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), stage, "prctl(PR_SET_NO_NEW_PRIVS)")
+        stage = "cwd"
+        os.chdir(plan["cwd"])
+        stage = "exec"
+        os.execve(plan["executable"], plan["argv"], plan["env"])
+    except ChildSetupError:
+        raise
+    except OSError as exc:
+        target = {"cwd": plan["cwd"], "exec": plan["executable"]}.get(stage)
+        detail = f"{exc.strerror or exc}" + (f": {target!r}" if target else "")
+        raise ChildSetupError(stage, exc.errno or 0, detail) from exc
+    except Exception as exc:
+        raise ChildSetupError(stage, 0, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _relay_init(init_pid: int, error_w: int) -> None:
+    """The job's parent when it is PID 1 of a namespace: wait for it and exit the same way.
+
+    It holds no job descriptor and ignores the stop signals (which also reach the job itself),
+    so the job decides how it ends; the launcher sees this process's exit as the job's.
+    """
+    os.close(error_w)
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_IGN)
+    while True:
+        try:
+            _, status = os.waitpid(init_pid, 0)
+            break
+        except InterruptedError:
+            continue
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+        os._exit(128 + sig)
+    os._exit(os.waitstatus_to_exitcode(status))
+
+
+def _child(plan: dict[str, Any], out_fd: int, err_fd: int, error_w: int, launcher_pid: int) -> None:
+    try:
+        _apply_plan(plan, out_fd, err_fd, error_w, launcher_pid)
+        err = ChildSetupError("exec", 0, "execve returned")
+    except ChildSetupError as exc:
+        err = exc
+    except BaseException as exc:
+        err = ChildSetupError("setup", 0, f"{type(exc).__name__}: {exc}")
+    with contextlib.suppress(BaseException):
+        os.write(error_w, json.dumps({"stage": err.stage, "errno": err.err, "error": err.message}).encode())
+    os._exit(127)
+
+
+# ------------------------------------------------------------------------------------------
+# the launcher's own loop
+# ------------------------------------------------------------------------------------------
+
+
+def _descendants(root: int) -> list[int]:
+    """PIDs below ``root`` in the process tree (children that left its session included)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # The command name may contain spaces and parentheses: parse after the last ')'.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+class Launcher:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.jobs: dict[int, dict[str, Any]] = {}  # pid -> {"job": id, "cgroup_procs": [...]}
+        self.pid = os.getpid()
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.wake_r = wake_r
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_IGN)
+
+    def send(self, message: dict[str, Any]) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.send(json.dumps(message).encode())
+
+    def run(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self.sock, selectors.EVENT_READ, "sock")
+        sel.register(self.wake_r, selectors.EVENT_READ, "child")
+        self.send({"op": "ready", "pid": self.pid})
+        while True:
+            for key, _ in sel.select():
+                if key.data == "child":
+                    with contextlib.suppress(BlockingIOError):
+                        while os.read(self.wake_r, 4096):
+                            pass
+                    self.reap()
+                    continue
+                try:
+                    data, fds, _, _ = socket.recv_fds(self.sock, MAX_MESSAGE, 4)
+                except (ConnectionResetError, InterruptedError):
+                    data, fds = b"", []
+                if not data:
+                    self.kill_everything()
+                    return
+                message = json.loads(data)
+                op = message["op"]
+                if op == "spawn":
+                    self.spawn(message, fds)
+                elif op == "signal":
+                    for fd in fds:
+                        os.close(fd)
+                    self.signal(message)
+                elif op == "shutdown":
+                    self.kill_everything()
+                    self.send({"op": "bye"})
+                    return
+            # A SIGCHLD may have arrived while handling a message; reaping is cheap.
+            self.reap()
+
+    def spawn(self, message: dict[str, Any], fds: list[int]) -> None:
+        out_fd, err_fd = fds
+        plan = message["plan"]
+        error_r, error_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            _child(plan, out_fd, err_fd, error_w, self.pid)
+        os.close(error_w)
+        os.close(out_fd)
+        os.close(err_fd)
+        report = self._read_child_report(error_r, pid)
+        os.close(error_r)
+        if report is not None:
+            # The child never exec'd; it has exited (or is being killed). Reap it here so the
+            # engine never hears of it as a job exit.
+            self._reap_now(pid)
+            self.send({"op": "spawn_failed", "id": message["id"], "job": message["job"], **report})
+            return
+        self.jobs[pid] = {"job": message["job"], "cgroup_procs": plan["cgroup_procs"]}
+        self.send({"op": "spawned", "id": message["id"], "job": message["job"], "pid": pid})
+
+    def _read_child_report(self, error_r: int, pid: int) -> dict[str, Any] | None:
+        """Wait (bounded) for exec to close the pipe; any bytes written are a setup failure."""
+        deadline = time.monotonic() + CHILD_SETUP_TIMEOUT
+        data = b""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                return {"stage": "setup", "errno": errno.ETIMEDOUT, "error": "the job did not start within "
+                        f"{CHILD_SETUP_TIMEOUT:g}s"}
+            sel = selectors.DefaultSelector()
+            sel.register(error_r, selectors.EVENT_READ)
+            ready = sel.select(remaining)
+            sel.close()
+            if not ready:
+                continue
+            try:
+                part = os.read(error_r, 65536)
+            except InterruptedError:
+                continue
+            if not part:
+                break
+            data += part
+        if not data:
+            return None
+        try:
+            report: dict[str, Any] = json.loads(data)
+        except ValueError:
+            report = {"stage": "setup", "errno": 0, "error": data.decode(errors="replace")}
+        return report
+
+    def _reap_now(self, pid: int) -> None:
+        while True:
+            try:
+                os.waitpid(pid, 0)
+                return
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                return
+
+    def signal(self, message: dict[str, Any]) -> None:
+        pid, signum = message["pid"], message["signum"]
+        delivered = pid in self.jobs  # unreaped: the PID (and its group) are still the job's
+        if delivered:
+            self._signal_tree(pid, signum)
+        self.send({"op": "signalled", "id": message["id"], "delivered": delivered})
+
+    def _signal_tree(self, pid: int, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signum)
+        # Children that started their own session are out of the group but still below the job.
+        for child in _descendants(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(child, signum)
+
+    def reap(self) -> None:
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            except InterruptedError:
+                continue
+            if info is None or info.si_pid == 0:
+                return
+            pid = info.si_pid
+            entry = self.jobs.pop(pid, None)
+            if entry is not None:
+                # The job's main process is a zombie: its PID and process group cannot be
+                # reused yet, so killing what it left in its group is race-free.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+            try:
+                _, status, usage = os.wait4(pid, 0)
+            except ChildProcessError:
+                continue
+            if entry is not None:
+                self.send(
+                    {
+                        "op": "exit",
+                        "job": entry["job"],
+                        "pid": pid,
+                        "status": status,
+                        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                        "max_rss_bytes": usage.ru_maxrss * 1024,
+                    }
+                )
+
+    def kill_everything(self) -> None:
+        """The engine is gone or shutting down: no job may outlive it."""
+        for pid, entry in list(self.jobs.items()):
+            self._signal_tree(pid, signal.SIGKILL)
+            for procs in entry["cgroup_procs"]:
+                self._kill_cgroup(procs)
+        deadline = time.monotonic() + 5.0
+        while self.jobs and time.monotonic() < deadline:
+            self.reap()
+            time.sleep(0.01)
+
+    @staticmethod
+    def _kill_cgroup(procs: str) -> None:
+        for _ in range(20):
+            try:
+                with open(procs) as f:
+                    pids = [int(line) for line in f if line.strip()]
+            except OSError:
+                return
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.01)
+
+
+def main() -> None:
+    fd = int(sys.argv[1])
+    sock = socket.socket(fileno=fd)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_MESSAGE)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, MAX_MESSAGE)
+    Launcher(sock).run()
+
+
+if __name__ == "__main__":
+    main()

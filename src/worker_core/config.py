@@ -1,0 +1,108 @@
+"""Configuration: the engine's own settings and one validated section per plugin.
+
+A config file is TOML::
+
+    [engine]
+    stop_grace = 10.0
+
+    [plugins.cgroups]
+    parent = "worker"
+
+Each plugin reads its section in ``worker_configure`` with :meth:`Config.section`, which
+structures it into the plugin's attrs class and reports errors as ``plugins.cgroups.parent:
+...`` so the user knows where to look.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+def make_converter() -> cattrs.Converter:
+    """The project's converter: unknown keys are errors, never silently ignored."""
+    return cattrs.Converter(forbid_extra_keys=True)
+
+
+def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value >= 0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value}")
+
+
+@attrs.frozen
+class EngineSettings:
+    """The engine's own settings (section ``[engine]``)."""
+
+    #: Seconds between SIGTERM and SIGKILL when a stop does not name a grace period.
+    stop_grace: float = attrs.field(default=10.0, validator=_non_negative)
+    #: Seconds a stop waits for the job to die after SIGKILL before giving up waiting.
+    kill_timeout: float = attrs.field(default=5.0, validator=_non_negative)
+    #: Seconds to keep reading output after the main process exits, if a pipe stays open.
+    output_linger: float = attrs.field(default=2.0, validator=_non_negative)
+    #: Seconds to wait for the launcher to start or answer a spawn request.
+    launcher_timeout: float = attrs.field(default=10.0, validator=_non_negative)
+    #: Finished jobs kept in memory (with their output); the oldest are forgotten first.
+    max_finished_jobs: int = attrs.field(default=10_000, validator=_non_negative)
+    #: Upper bound on the bytes of command, arguments and environment of one job.
+    max_spec_bytes: int = attrs.field(default=1 << 20, validator=_non_negative)
+
+
+def _format_error(prefix: str, exc: BaseException) -> str:
+    if isinstance(exc, cattrs.BaseValidationError | ValueError | TypeError):
+        lines = cattrs.transform_error(exc, path=prefix) if isinstance(exc, cattrs.BaseValidationError) else [f"{exc} @ {prefix}"]
+        return "; ".join(lines)
+    return f"{exc} @ {prefix}"
+
+
+@attrs.frozen
+class Config:
+    """Parsed configuration. ``plugins`` maps a plugin name to its raw (unvalidated) section."""
+
+    engine: EngineSettings = attrs.field(factory=EngineSettings)
+    plugins: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+
+    def section(self, plugin: str, cls: type[T]) -> T:
+        """Plugin ``plugin``'s section, structured into ``cls`` (defaults where absent)."""
+        raw = self.plugins.get(plugin, {})
+        try:
+            return make_converter().structure(dict(raw), cls)
+        except Exception as exc:
+            raise ConfigError(_format_error(f"$.plugins.{plugin}", exc)) from exc
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Config:
+        unknown = set(data) - {"engine", "plugins"}
+        if unknown:
+            raise ConfigError(f"unknown top-level section(s): {', '.join(sorted(unknown))} (expected engine, plugins)")
+        try:
+            engine = make_converter().structure(dict(data.get("engine", {})), EngineSettings)
+        except Exception as exc:
+            raise ConfigError(_format_error("$.engine", exc)) from exc
+        plugins = data.get("plugins", {})
+        if not isinstance(plugins, Mapping) or not all(isinstance(v, Mapping) for v in plugins.values()):
+            raise ConfigError("[plugins] must hold one table per plugin, e.g. [plugins.cgroups]")
+        return cls(engine=engine, plugins={k: dict(v) for k, v in plugins.items()})
+
+    @classmethod
+    def load(cls, path: str | Path) -> Config:
+        """Read a TOML config file; errors name the file and the key."""
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path}: no such config file") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        try:
+            return cls.from_mapping(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc

@@ -1,0 +1,59 @@
+"""The typed errors the engine raises.
+
+Every error a caller can provoke is a subclass of :class:`WorkerError`, so a transport maps
+them to status codes in one table and nothing escapes as an unknown failure.
+"""
+
+from __future__ import annotations
+
+
+class WorkerError(Exception):
+    """Base class of every error the library raises on purpose."""
+
+
+class InvalidSpec(WorkerError, ValueError):
+    """A job specification (or a request built from one) is malformed or cannot be honoured.
+
+    ``field`` names the offending field in dotted form, e.g. ``limits.memory_max``.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class JobNotFound(WorkerError, LookupError):
+    """No job with this id exists, or the caller may not see it (ids cannot be probed)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no such job: {job_id}")
+        self.job_id = job_id
+
+
+class PermissionDenied(WorkerError):
+    """The principal may not perform the action."""
+
+
+class FailedPrecondition(WorkerError):
+    """The request is well formed but the system is not in a state to honour it."""
+
+
+class ResourceExhausted(WorkerError):
+    """A configured capacity (jobs, streams, bytes) is used up."""
+
+
+class PluginError(WorkerError):
+    """A plugin could not be found, loaded or validated; the message names the plugin."""
+
+
+class ConfigError(WorkerError, ValueError):
+    """The configuration is invalid; the message names the section and key."""
+
+
+class EngineClosed(FailedPrecondition):
+    """The engine was shut down (or never started) and accepts no more work."""
+
+
+class IllegalTransition(RuntimeError):
+    """A job state moved backwards or sideways. Always a bug in the engine, never user input."""

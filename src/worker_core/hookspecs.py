@@ -1,0 +1,186 @@
+"""Every hook the engine fires, in one place.
+
+Project name ``worker``; third-party plugins register under the ``worker.plugins`` entry-point
+group and mark their implementations with :data:`worker_core.hookimpl`. Unless a spec says
+otherwise, every implementation is called and the results are collected in a list.
+
+Threads: the engine is thread-safe and its hooks fire on its own threads, named in each spec.
+A hook must not block for long on the output thread (``on_output``) or it delays every job's
+output; it must never call back into the engine while holding a lock of its own that an
+engine call could need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from .config import Config
+    from .engine import Engine
+    from .model import Action, ExitResult, Job, JobSpec, JobState, Principal
+    from .output import Chunk, OutputStore
+    from .plan import SpawnPlan
+
+PROJECT_NAME = "worker"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+
+
+# -------------------------------------------------------------------------------------------
+# configuration and lifecycle
+# -------------------------------------------------------------------------------------------
+
+
+@hookspec
+def worker_configure(engine: Engine, config: Config) -> None:
+    """Read this plugin's configuration and prepare; fires once, before the engine starts.
+
+    Fires on the thread constructing the engine, after every plugin is loaded. A plugin reads
+    its own section with ``config.section("name", SomeAttrsClass)``, which validates it and
+    raises :class:`~worker_core.errors.ConfigError` naming the key. Raising aborts startup.
+    """
+
+
+@hookspec
+def worker_startup(engine: Engine) -> None:
+    """The engine has started (its launcher is up); no job has been submitted yet.
+
+    Fires on the thread calling :meth:`Engine.start`. Recover or clean up state left by an
+    earlier run here (the ``cgroups`` plugin removes leftover job cgroups). Raising aborts
+    startup.
+    """
+
+
+@hookspec
+def worker_shutdown(engine: Engine) -> None:
+    """The engine is closing: every job has ended. Fires on the thread calling :meth:`Engine.close`."""
+
+
+# -------------------------------------------------------------------------------------------
+# jobs: validation and the spawn path
+# -------------------------------------------------------------------------------------------
+
+
+@hookspec
+def validate_spec(spec: JobSpec) -> Iterable[str] | None:
+    """Check a job spec at submit time, before anything is created; return the fields enforced.
+
+    Raise :class:`~worker_core.errors.InvalidSpec` naming the field for a value this plugin
+    cannot honour (a controller the host lacks, a limit out of range). Return the dotted
+    names of the spec fields this plugin enforces (``"limits.memory_max"``,
+    ``"isolation.uid"``, ``"options.rlimits.nofile"``): the engine refuses a spec that sets a
+    field no enabled plugin enforces, so a limit is never silently ignored.
+
+    Fires on the submitting thread. All results are collected.
+    """
+
+
+@hookspec
+def pre_spawn(job: Job, plan: SpawnPlan) -> None:
+    """Fill in the spawn plan for ``job`` (state PENDING): cgroups, namespaces, ids, rlimits, env.
+
+    May change ``plan`` only; plugins never run code in the child, the launcher applies the
+    plan between fork and exec. Create per-job resources here (a cgroup); ``post_exit`` is
+    called for every job whose ``pre_spawn`` ran, even if a later plugin raised or the
+    process failed to start, so undo them there. Raising :class:`InvalidSpec` or
+    :class:`WorkerError` fails the job to start with that message.
+
+    Fires on the submitting thread. All implementations are called.
+    """
+
+
+@hookspec(firstresult=True)
+def signal_job(job: Job, signum: int) -> bool | None:
+    """Deliver ``signum`` to every process of ``job``; return ``True`` if done.
+
+    The engine calls this to stop a job (SIGTERM, then SIGKILL) and, with SIGKILL, when the
+    job's main process has exited, to kill anything it left behind. A plugin that can reach
+    the whole job (``cgroups``: ``cgroup.kill``, or freeze/kill/thaw on v1) answers; without
+    one the engine signals the job's process group and its descendants through the launcher,
+    which never signals a PID it has reaped.
+
+    Fires on the thread stopping the job. Stops at the first non-None result.
+    """
+
+
+@hookspec
+def post_exit(job: Job, result: ExitResult) -> None:
+    """The job's process has ended (or never started); clean up and report facts.
+
+    ``job`` is the last snapshot before the job ends; ``result`` carries the exit code or
+    signal and rusage figures. A plugin may set ``result.oom_killed`` and add to
+    ``result.facts`` (``memory_peak``, ``cpu_seconds``); the engine folds them into the final
+    record. Remove per-job resources here. Must not raise (a raising plugin is logged and the
+    others still run).
+
+    Fires on an engine finalizer thread, after the job's output has been read to the end.
+    """
+
+
+@hookspec
+def on_state_change(job: Job, previous: JobState | None) -> None:
+    """``job`` has just moved from ``previous`` to ``job.state`` (``previous`` is None on submit).
+
+    For observers (audit logs, metrics) and for output stores, which close a job's log when
+    it reaches ENDED. Must not block or raise. Fires on whichever engine thread made the change.
+    """
+
+
+# -------------------------------------------------------------------------------------------
+# authorization
+# -------------------------------------------------------------------------------------------
+
+
+@hookspec
+def authorize(principal: Principal, action: Action, job: Job | None) -> bool | None:
+    """May ``principal`` perform ``action`` on ``job``?
+
+    ``job`` is the provisional record for SUBMIT (its spec is what would run; it is not
+    registered yet), the target for STOP and READ, and None for listing in general. Return
+    ``True`` to allow, ``False`` to deny, ``None`` to abstain. Every answer is collected; any
+    ``False`` denies; with an authorization plugin loaded, no ``True`` is a deny. With none
+    loaded, every principal is allowed.
+
+    Fires on the calling thread, for every operation that names a principal.
+    """
+
+
+# -------------------------------------------------------------------------------------------
+# output
+# -------------------------------------------------------------------------------------------
+
+
+@hookspec
+def on_output(job: Job, chunk: Chunk) -> None:
+    """Every chunk of output, in order within its stream, as it is read from the job.
+
+    Fires on the engine's output thread, which serves every job: do not block (queue work
+    elsewhere). Must not raise. The job is not slowed by a follower; it is by a slow hook.
+    """
+
+
+@hookspec(firstresult=True)
+def output_store() -> OutputStore | None:
+    """The store followers read from (the built-in ``memory`` broker by default).
+
+    Called once at engine start. Stops at the first non-None result.
+    """
+
+
+# -------------------------------------------------------------------------------------------
+# registration: command-line transports and commands
+# -------------------------------------------------------------------------------------------
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add commands to the ``worker`` command line (``serve``, ``job``, ``run``, ``certs``...).
+
+    Called when the ``worker`` program starts, for every installed plugin, before arguments
+    are parsed. A plugin adds its commands with ``cli.add_command(...)``.
+    """

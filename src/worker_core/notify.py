@@ -1,0 +1,66 @@
+"""Waking waiters in threads and in asyncio event loops from any thread.
+
+A :class:`Notifier` is a condition variable that also wakes coroutines: ``notify_all`` sets
+every registered asyncio future through its own loop's ``call_soon_threadsafe``, so a
+producer thread never blocks on, or runs code in, a consumer's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from types import TracebackType
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class Notifier:
+    """Hold it (``with notifier:``) to read or change the state it guards."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def __enter__(self) -> Notifier:
+        self._cond.acquire()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._cond.release()
+
+    def notify_all(self) -> None:
+        """Wake every waiter. Call with the notifier held."""
+        self._cond.notify_all()
+        if self._futures:
+            futures, self._futures = self._futures, []
+            for loop, future in futures:
+                # The loop may have been closed by a caller that gave up; nothing to wake then.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_wake, future)
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block until notified or ``timeout``. Call with the notifier held."""
+        return self._cond.wait(timeout)
+
+    def async_waiter(self) -> asyncio.Future[None]:
+        """A future that completes at the next :meth:`notify_all`. Call with the notifier held,
+        from a coroutine; await it after releasing."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._futures.append((loop, future))
+        return future
+
+
+async def wait_future(future: asyncio.Future[None], timeout: float | None) -> bool:
+    """Await ``future`` for at most ``timeout`` seconds; True if it completed."""
+    try:
+        await asyncio.wait_for(future, timeout)
+        return True
+    except TimeoutError:
+        return False

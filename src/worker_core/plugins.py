@@ -1,0 +1,223 @@
+"""Finding, loading and calling plugins.
+
+Built-in plugins and third-party ones resolve through one path: the ``worker.plugins``
+entry-point group. An entry point names a module (registered as is) or a class (instantiated
+with no arguments, for plugins that keep state). One plugin manager per engine; nothing is
+loaded at import time.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError
+
+if TYPE_CHECKING:
+    import click
+
+    from .config import Config
+    from .engine import Engine
+    from .model import Action, ExitResult, Job, JobSpec, JobState, Principal
+    from .output import Chunk, OutputStore
+    from .plan import SpawnPlan
+
+ENTRY_POINT_GROUP = "worker.plugins"
+
+#: Plugins every engine loads unless disabled with ``no:NAME`` (as pytest's ``-p no:NAME``).
+DEFAULT_PLUGINS: tuple[str, ...] = ("memory",)
+
+
+@attrs.frozen
+class PluginInfo:
+    """An installed plugin as found through its entry point."""
+
+    name: str
+    value: str  # "module" or "module:attr"
+    distribution: str | None
+    version: str | None
+
+
+def installed_plugins() -> dict[str, PluginInfo]:
+    """Every plugin installed under the ``worker.plugins`` entry-point group, by name."""
+    found: dict[str, PluginInfo] = {}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist
+        found.setdefault(
+            ep.name,
+            PluginInfo(ep.name, ep.value, dist.name if dist else None, dist.version if dist else None),
+        )
+    return found
+
+
+def parse_plugin_names(names: Iterable[str] | str | None) -> list[str]:
+    """``"cgroups,netns"`` or a list of names into the full list to load, defaults included.
+
+    ``no:NAME`` removes a default (``no:memory`` when another plugin stores output).
+    """
+    if names is None:
+        requested: list[str] = []
+    elif isinstance(names, str):
+        requested = [n.strip() for n in names.split(",") if n.strip()]
+    else:
+        requested = [n.strip() for n in names if n.strip()]
+    disabled = {n[3:] for n in requested if n.startswith("no:")}
+    wanted = [n for n in requested if not n.startswith("no:")]
+    result: list[str] = []
+    for name in [*DEFAULT_PLUGINS, *wanted]:
+        if name not in disabled and name not in result:
+            result.append(name)
+    return result
+
+
+def _instantiate(name: str, value: str) -> object:
+    module_name, _, attr = value.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in filter(None, attr.split(".")):
+            obj = getattr(obj, part)
+    except Exception as exc:
+        raise PluginError(f"plugin {name!r}: cannot import {value!r}: {type(exc).__name__}: {exc}") from exc
+    if inspect.isclass(obj):
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise PluginError(f"plugin {name!r}: cannot create {value!r}: {exc}") from exc
+    return obj
+
+
+def make_plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def load_plugins(pm: pluggy.PluginManager, names: Sequence[str | object]) -> None:
+    """Register plugins given by name (resolved through entry points) or as objects.
+
+    Raises :class:`PluginError` naming the plugin for an unknown name, an import error, or a
+    hook implementation that matches no spec or has arguments its spec does not offer.
+    """
+    installed = installed_plugins()
+    for item in names:
+        if isinstance(item, str):
+            if pm.has_plugin(item):
+                continue
+            info = installed.get(item)
+            if info is None:
+                known = ", ".join(sorted(installed)) or "none"
+                raise PluginError(f"unknown plugin {item!r} (installed: {known})")
+            plugin, name = _instantiate(item, info.value), item
+        else:
+            plugin, name = item, getattr(item, "name", None) or None
+        register(pm, plugin, name)
+    check(pm)
+
+
+def register(pm: pluggy.PluginManager, plugin: object, name: str | None = None) -> None:
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {name or plugin!r}: {exc}") from exc
+    except ValueError as exc:  # already registered under that name
+        raise PluginError(f"plugin {name or plugin!r}: {exc}") from exc
+
+
+def check(pm: pluggy.PluginManager) -> None:
+    """Fail loudly on a misspelt hook (``check_pending``), naming the plugin."""
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        plugin_name = pm.get_name(exc.plugin) if exc.plugin is not None else "?"
+        raise PluginError(f"plugin {plugin_name!r}: {exc}") from exc
+
+
+def hook_names(plugin: object) -> list[str]:
+    """Names of the hooks a plugin object implements (for ``worker plugins``)."""
+    pm = make_plugin_manager()
+    return sorted(
+        name
+        for name in dir(plugin)
+        if pm.parse_hookimpl_opts(plugin, name) is not None
+    )
+
+
+class Hooks:
+    """Typed calls into ``pm.hook``, so the engine calls methods rather than ``pm.hook.x(**kw)``."""
+
+    def __init__(self, pm: pluggy.PluginManager) -> None:
+        self._pm = pm
+
+    @property
+    def manager(self) -> pluggy.PluginManager:
+        return self._pm
+
+    def has_authorizer(self) -> bool:
+        return bool(self._pm.hook.authorize.get_hookimpls())
+
+    def configure(self, engine: Engine, config: Config) -> None:
+        self._pm.hook.worker_configure(engine=engine, config=config)
+
+    def startup(self, engine: Engine) -> None:
+        self._pm.hook.worker_startup(engine=engine)
+
+    def shutdown(self, engine: Engine) -> None:
+        self._pm.hook.worker_shutdown(engine=engine)
+
+    def validate_spec(self, spec: JobSpec) -> set[str]:
+        claimed: set[str] = set()
+        for fields in self._pm.hook.validate_spec(spec=spec):
+            if fields:
+                claimed.update(fields)
+        return claimed
+
+    def pre_spawn(self, job: Job, plan: SpawnPlan) -> None:
+        self._pm.hook.pre_spawn(job=job, plan=plan)
+
+    def signal_job(self, job: Job, signum: int) -> bool:
+        return bool(self._pm.hook.signal_job(job=job, signum=signum))
+
+    def post_exit(self, job: Job, result: ExitResult) -> list[BaseException]:
+        """Call every ``post_exit``, each in isolation: one failing must not skip the others' cleanup."""
+        errors: list[BaseException] = []
+        # pluggy's order: last registered first; wrappers are not meaningful for a cleanup hook.
+        for impl in reversed(self._pm.hook.post_exit.get_hookimpls()):
+            if impl.wrapper or impl.hookwrapper:
+                continue
+            try:
+                impl.function(job=job, result=result)
+            except Exception as exc:
+                errors.append(exc)
+        return errors
+
+    def on_state_change(self, job: Job, previous: JobState | None) -> None:
+        self._pm.hook.on_state_change(job=job, previous=previous)
+
+    def authorize(self, principal: Principal, action: Action, job: Job | None) -> bool:
+        answers = self._pm.hook.authorize(principal=principal, action=action, job=job)
+        if any(a is False for a in answers):
+            return False
+        if self.has_authorizer():
+            return any(a is True for a in answers)
+        return True
+
+    def on_output(self, job: Job, chunk: Chunk) -> None:
+        self._pm.hook.on_output(job=job, chunk=chunk)
+
+    def output_store(self) -> OutputStore | None:
+        store: OutputStore | None = self._pm.hook.output_store()
+        return store
+
+    def register_commands(self, cli: click.Group) -> None:
+        self._pm.hook.register_commands(cli=cli)
+
+    def plugins(self) -> Iterator[tuple[str, object]]:
+        for name, plugin in self._pm.list_name_plugin():
+            if plugin is not None:
+                yield name, plugin

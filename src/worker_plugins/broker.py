@@ -1,0 +1,174 @@
+"""The in-memory output broker (plugin ``memory``, loaded by default).
+
+An append-only log of chunks per job. A follower is an index into that log plus the streams
+it wants, so any number of followers cost the job nothing: appending never waits for a
+reader, and a stalled follower simply falls behind. Order within a stream is exact; across
+the two streams it is the order the engine read them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+
+from worker_core import hookimpl
+from worker_core.model import Job, JobState
+from worker_core.notify import Notifier, wait_future
+from worker_core.output import Chunk, StartAt, StartPosition, Stream
+
+#: The most bytes one read hands a follower: large enough for throughput, small enough that
+#: one follower's batch does not hold a big slice of memory twice.
+MAX_READ_BYTES = 4 << 20
+
+
+class JobLog:
+    """One job's output. Guarded by ``notifier``."""
+
+    def __init__(self) -> None:
+        self.notifier = Notifier()
+        self.chunks: list[Chunk] = []
+        self.total = 0
+        self.sizes: dict[Stream, int] = {Stream.STDOUT: 0, Stream.STDERR: 0}
+        self.closed = False
+
+    def append(self, chunk: Chunk) -> None:
+        with self.notifier:
+            self.chunks.append(chunk)
+            self.total += len(chunk.data)
+            self.sizes[chunk.stream] = chunk.end
+            self.notifier.notify_all()
+
+    def close(self) -> None:
+        with self.notifier:
+            self.closed = True
+            self.notifier.notify_all()
+
+
+class LogFollower:
+    """A position in a :class:`JobLog`. Not shared between threads."""
+
+    def __init__(self, log: JobLog, streams: frozenset[Stream], start: StartPosition) -> None:
+        self._log = log
+        self._streams = streams
+        self._detached = False
+        with log.notifier:
+            if start is StartAt.END:
+                self._index = len(log.chunks)
+                self._skip: dict[Stream, int] = {}
+            else:
+                self._index = 0
+                self._skip = {} if start is StartAt.BEGINNING else dict(start)  # type: ignore[arg-type]
+
+    def _take(self) -> list[Chunk] | None:
+        """Chunks available now ([] if none); None at the end. Call with the log's notifier held."""
+        log = self._log
+        if self._detached:
+            return None
+        out: list[Chunk] = []
+        budget = MAX_READ_BYTES
+        while self._index < len(log.chunks) and budget > 0:
+            chunk = log.chunks[self._index]
+            self._index += 1
+            if chunk.stream not in self._streams:
+                continue
+            skip = self._skip.get(chunk.stream, 0)
+            if skip:
+                if chunk.end <= skip:
+                    continue
+                if chunk.offset < skip:
+                    chunk = Chunk(chunk.job_id, chunk.stream, skip, chunk.data[skip - chunk.offset :])
+                del self._skip[chunk.stream]
+            out.append(chunk)
+            budget -= len(chunk.data)
+        if not out and log.closed and self._index >= len(log.chunks):
+            return None
+        return out
+
+    def read(self, timeout: float | None = None) -> list[Chunk] | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._log.notifier:
+            while True:
+                chunks = self._take()
+                if chunks is None or chunks:
+                    return chunks
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return []
+                self._log.notifier.wait(remaining)
+
+    async def aread(self, timeout: float | None = None) -> list[Chunk] | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._log.notifier:
+                chunks = self._take()
+                if chunks is None or chunks:
+                    return chunks
+                waiter = self._log.notifier.async_waiter()
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return []
+            await wait_future(waiter, remaining)
+
+    def close(self) -> None:
+        with self._log.notifier:
+            self._detached = True
+            self._log.notifier.notify_all()
+
+    def __iter__(self) -> Iterator[Chunk]:
+        while (chunks := self.read()) is not None:
+            yield from chunks
+
+    async def __aiter__(self) -> AsyncIterator[Chunk]:
+        while (chunks := await self.aread()) is not None:
+            for chunk in chunks:
+                yield chunk
+
+
+class MemoryBroker:
+    """Keeps every job's output in memory and serves followers from it."""
+
+    def __init__(self) -> None:
+        self._logs: dict[str, JobLog] = {}
+        self._lock = threading.Lock()
+
+    def _log(self, job_id: str) -> JobLog:
+        with self._lock:
+            log = self._logs.get(job_id)
+            if log is None:
+                log = self._logs[job_id] = JobLog()
+            return log
+
+    # hooks -------------------------------------------------------------------------------
+
+    @hookimpl
+    def output_store(self) -> MemoryBroker:
+        return self
+
+    @hookimpl
+    def on_state_change(self, job: Job, previous: JobState | None) -> None:
+        if previous is None:
+            self._log(job.id)
+        elif job.state is JobState.ENDED:
+            self._log(job.id).close()
+
+    @hookimpl
+    def on_output(self, job: Job, chunk: Chunk) -> None:
+        self._log(job.id).append(chunk)
+
+    # OutputStore -------------------------------------------------------------------------
+
+    def follow(self, job_id: str, streams: frozenset[Stream], start: StartPosition) -> LogFollower:
+        return LogFollower(self._log(job_id), streams, start)
+
+    def size(self, job_id: str) -> Mapping[Stream, int]:
+        log = self._log(job_id)
+        with log.notifier:
+            return dict(log.sizes)
+
+    def discard(self, job_id: str) -> None:
+        with self._lock:
+            self._logs.pop(job_id, None)
+
+
+__all__ = ["JobLog", "LogFollower", "MemoryBroker"]
