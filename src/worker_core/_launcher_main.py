@@ -42,7 +42,12 @@ CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-NAMESPACE_FLAGS = {"net": CLONE_NEWNET, "mount": CLONE_NEWNS, "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS}
+NAMESPACE_FLAGS = {
+    "net": CLONE_NEWNET,
+    "mount": CLONE_NEWNS,
+    "ipc": CLONE_NEWIPC,
+    "uts": CLONE_NEWUTS,
+}
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
@@ -85,14 +90,18 @@ def _loopback_up() -> None:
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
 
 
-def _apply_plan(plan: dict[str, Any], out_fd: int, err_fd: int, error_w: int, launcher_pid: int) -> None:
+def _apply_plan(
+    plan: dict[str, Any], out_fd: int, err_fd: int, error_w: int, launcher_pid: int
+) -> None:
     """Everything the job needs before exec; raises ChildSetupError naming the stage."""
     stage = "session"
     try:
         _reset_signals()
         os.setsid()
         stage = "pdeathsig"
-        _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), stage, "prctl(PR_SET_PDEATHSIG)")
+        _check(
+            _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), stage, "prctl(PR_SET_PDEATHSIG)"
+        )
         if os.getppid() != launcher_pid:  # the launcher died between fork and prctl
             os._exit(1)
         # Join the cgroups first: from here on everything the job does, forks included, is
@@ -110,7 +119,10 @@ def _apply_plan(plan: dict[str, Any], out_fd: int, err_fd: int, error_w: int, la
         for name, (soft, hard) in plan["rlimits"].items():
             resource.setrlimit(
                 getattr(resource, name),
-                (resource.RLIM_INFINITY if soft < 0 else soft, resource.RLIM_INFINITY if hard < 0 else hard),
+                (
+                    resource.RLIM_INFINITY if soft < 0 else soft,
+                    resource.RLIM_INFINITY if hard < 0 else hard,
+                ),
             )
         stage = "stdio"
         null = os.open("/dev/null", os.O_RDONLY)
@@ -131,7 +143,9 @@ def _apply_plan(plan: dict[str, Any], out_fd: int, err_fd: int, error_w: int, la
             _check(_libc.unshare(flags), stage, f"unshare({','.join(sorted(namespaces))})")
         if "mount" in namespaces:
             stage = "mount"
-            _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), stage, "make / private")
+            _check(
+                _libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), stage, "make / private"
+            )
         if "net" in namespaces:
             stage = "network"
             _loopback_up()
@@ -142,7 +156,11 @@ def _apply_plan(plan: dict[str, Any], out_fd: int, err_fd: int, error_w: int, la
             if init != 0:
                 _relay_init(init, error_w)
             # Now PID 1 of the new namespace.
-            _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), stage, "prctl(PR_SET_PDEATHSIG)")
+            _check(
+                _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0),
+                stage,
+                "prctl(PR_SET_PDEATHSIG)",
+            )
             _check(
                 _libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None),
                 stage,
@@ -156,7 +174,9 @@ def _apply_plan(plan: dict[str, Any], out_fd: int, err_fd: int, error_w: int, la
         if plan["uid"] is not None:
             os.setuid(plan["uid"])
         if plan["no_new_privileges"]:
-            _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), stage, "prctl(PR_SET_NO_NEW_PRIVS)")
+            _check(
+                _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), stage, "prctl(PR_SET_NO_NEW_PRIVS)"
+            )
         stage = "cwd"
         os.chdir(plan["cwd"])
         stage = "exec"
@@ -190,10 +210,10 @@ def _relay_init(init_pid: int, error_w: int) -> None:
         except InterruptedError:
             continue
     if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        signal.signal(sig, signal.SIG_DFL)
-        os.kill(os.getpid(), sig)
-        os._exit(128 + sig)
+        signum = os.WTERMSIG(status)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        os._exit(128 + signum)
     os._exit(os.waitstatus_to_exitcode(status))
 
 
@@ -206,7 +226,10 @@ def _child(plan: dict[str, Any], out_fd: int, err_fd: int, error_w: int, launche
     except BaseException as exc:
         err = ChildSetupError("setup", 0, f"{type(exc).__name__}: {exc}")
     with contextlib.suppress(BaseException):
-        os.write(error_w, json.dumps({"stage": err.stage, "errno": err.err, "error": err.message}).encode())
+        os.write(
+            error_w,
+            json.dumps({"stage": err.stage, "errno": err.err, "error": err.message}).encode(),
+        )
     os._exit(127)
 
 
@@ -319,8 +342,11 @@ class Launcher:
             if remaining <= 0:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                return {"stage": "setup", "errno": errno.ETIMEDOUT, "error": "the job did not start within "
-                        f"{CHILD_SETUP_TIMEOUT:g}s"}
+                return {
+                    "stage": "setup",
+                    "errno": errno.ETIMEDOUT,
+                    "error": f"the job did not start within {CHILD_SETUP_TIMEOUT:g}s",
+                }
             sel = selectors.DefaultSelector()
             sel.register(error_r, selectors.EVENT_READ)
             ready = sel.select(remaining)

@@ -58,7 +58,11 @@ class EngineSettings:
 
 def _format_error(prefix: str, exc: BaseException) -> str:
     if isinstance(exc, cattrs.BaseValidationError | ValueError | TypeError):
-        lines = cattrs.transform_error(exc, path=prefix) if isinstance(exc, cattrs.BaseValidationError) else [f"{exc} @ {prefix}"]
+        lines = (
+            cattrs.transform_error(exc, path=prefix)
+            if isinstance(exc, cattrs.BaseValidationError)
+            else [f"{exc} @ {prefix}"]
+        )
         return "; ".join(lines)
     return f"{exc} @ {prefix}"
 
@@ -82,13 +86,17 @@ class Config:
     def from_mapping(cls, data: Mapping[str, Any]) -> Config:
         unknown = set(data) - {"engine", "plugins"}
         if unknown:
-            raise ConfigError(f"unknown top-level section(s): {', '.join(sorted(unknown))} (expected engine, plugins)")
+            raise ConfigError(
+                f"unknown top-level section(s): {', '.join(sorted(unknown))} (expected engine, plugins)"
+            )
         try:
             engine = make_converter().structure(dict(data.get("engine", {})), EngineSettings)
         except Exception as exc:
             raise ConfigError(_format_error("$.engine", exc)) from exc
         plugins = data.get("plugins", {})
-        if not isinstance(plugins, Mapping) or not all(isinstance(v, Mapping) for v in plugins.values()):
+        if not isinstance(plugins, Mapping) or not all(
+            isinstance(v, Mapping) for v in plugins.values()
+        ):
             raise ConfigError("[plugins] must hold one table per plugin, e.g. [plugins.cgroups]")
         return cls(engine=engine, plugins={k: dict(v) for k, v in plugins.items()})
 

@@ -10,7 +10,7 @@ Threads it runs: the launcher reader (exit reports), the output pump (all pipes)
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import builtins
 import logging
 import os
 import signal
@@ -114,7 +114,9 @@ class Engine:
                 raise EngineClosed("this engine was closed; create a new one")
             self._store = self.hooks.output_store()
             self._scheduler = Scheduler()
-            self._finalizer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="worker-finalizer")
+            self._finalizer = ThreadPoolExecutor(
+                max_workers=4, thread_name_prefix="worker-finalizer"
+            )
             self._pump = OutputPump(self._on_output_data, self._on_output_closed)
             self._launcher = self._start_launcher()
             self._started = True
@@ -157,7 +159,9 @@ class Engine:
         self._scheduler.close()
 
     def _start_launcher(self) -> LauncherClient:
-        return LauncherClient(self._on_exit, self._on_launcher_death, self._settings.launcher_timeout)
+        return LauncherClient(
+            self._on_exit, self._on_launcher_death, self._settings.launcher_timeout
+        )
 
     def _live_launcher(self) -> LauncherClient:
         """The launcher, restarted if it died (its jobs were already marked LOST)."""
@@ -169,7 +173,9 @@ class Engine:
 
     def _check_open(self) -> None:
         if not self._started:
-            raise EngineClosed("the engine is not started: call start() or use it as a context manager")
+            raise EngineClosed(
+                "the engine is not started: call start() or use it as a context manager"
+            )
         if self._closed:
             raise EngineClosed("the engine is shut down")
 
@@ -263,11 +269,11 @@ class Engine:
         self._pump.add(job.id, [(out_r, Stream.STDOUT), (err_r, Stream.STDERR)])
         with entry.notifier:
             previous = entry.job.state
-            changes = {"pid": pid, "started_at": time.time()}
+            started_at = time.time()
             if previous is JobState.PENDING:
-                running = transition(entry.job, JobState.RUNNING, **changes)
+                running = transition(entry.job, JobState.RUNNING, pid=pid, started_at=started_at)
             else:  # stopped while starting: keep STOPPING, record the pid
-                running = attrs.evolve(entry.job, **changes)
+                running = attrs.evolve(entry.job, pid=pid, started_at=started_at)
             self._publish(entry, running)
             entry.spawned = True
         if previous is JobState.PENDING:
@@ -276,7 +282,9 @@ class Engine:
             self._deliver_stop(entry, self._settings.stop_grace, force=False)
         if job.spec.timeout is not None:
             assert self._scheduler is not None
-            entry.other_timers.append(self._scheduler.call_later(job.spec.timeout, lambda: self._time_out(entry)))
+            entry.other_timers.append(
+                self._scheduler.call_later(job.spec.timeout, lambda: self._time_out(entry))
+            )
         self._maybe_finalize(entry)
         return entry.job
 
@@ -319,7 +327,9 @@ class Engine:
         assert self._scheduler is not None and self._pump is not None
         pump = self._pump
         job_id = entry.job.id
-        entry.other_timers.append(self._scheduler.call_later(self._settings.output_linger, lambda: pump.finish(job_id)))
+        entry.other_timers.append(
+            self._scheduler.call_later(self._settings.output_linger, lambda: pump.finish(job_id))
+        )
         self._maybe_finalize(entry)
 
     def _on_launcher_death(self, reason: str) -> None:
@@ -327,7 +337,12 @@ class Engine:
         log.error("%s; marking its running jobs as lost", reason)
         for entry in list(self._jobs.values()):
             with entry.notifier:
-                if not entry.spawned or entry.exit_report is not None or entry.start_error or entry.job.is_finished:
+                if (
+                    not entry.spawned
+                    or entry.exit_report is not None
+                    or entry.start_error
+                    or entry.job.is_finished
+                ):
                     continue
                 entry.lost = reason
             self._submit_background(self._after_exit, entry)
@@ -345,7 +360,11 @@ class Engine:
             ready = (
                 entry.spawned
                 and entry.output_closed
-                and (entry.exit_report is not None or entry.start_error is not None or entry.lost is not None)
+                and (
+                    entry.exit_report is not None
+                    or entry.start_error is not None
+                    or entry.lost is not None
+                )
                 and not entry.finalizing
             )
             if not ready:
@@ -378,10 +397,17 @@ class Engine:
         elif entry.lost is not None:
             reason, message = EndReason.LOST, entry.lost
         elif result.oom_killed:
-            reason, message = EndReason.OOM_KILLED, "killed by the OOM killer (memory limit reached)"
+            reason, message = (
+                EndReason.OOM_KILLED,
+                "killed by the OOM killer (memory limit reached)",
+            )
         elif entry.stop_reason is not None:
             reason = entry.stop_reason
-            message = "stopped on request" if reason is EndReason.STOPPED else f"ran past its {job.spec.timeout:g}s time limit"
+            message = (
+                "stopped on request"
+                if reason is EndReason.STOPPED
+                else f"ran past its {job.spec.timeout:g}s time limit"
+            )
         else:
             reason = EndReason.EXITED
             message = (
@@ -440,10 +466,14 @@ class Engine:
         if not isinstance(start, StartAt):
             for stream, offset in start.items():
                 if not isinstance(offset, int) or offset < 0:
-                    raise InvalidSpec("start", f"offset for {stream.value} must be a non-negative integer")
+                    raise InvalidSpec(
+                        "start", f"offset for {stream.value} must be a non-negative integer"
+                    )
         return self._output_store().follow(job_id, streams, start)
 
-    def output(self, job_id: str, stream: Stream = Stream.STDOUT, principal: Principal | None = None) -> bytes:
+    def output(
+        self, job_id: str, stream: Stream = Stream.STDOUT, principal: Principal | None = None
+    ) -> bytes:
         """Everything the job has written to ``stream`` so far."""
         self._readable(job_id, principal)
         follower = self._output_store().follow(job_id, frozenset({stream}), StartAt.BEGINNING)
@@ -464,7 +494,9 @@ class Engine:
 
     def _output_store(self) -> OutputStore:
         if self._store is None:
-            raise EngineClosed("no output store: the engine is not started, or 'no:memory' left none")
+            raise EngineClosed(
+                "no output store: the engine is not started, or 'no:memory' left none"
+            )
         return self._store
 
     # -------------------------------------------------------------------------------------
@@ -505,7 +537,9 @@ class Engine:
             jobs = [job for job in jobs if self.hooks.authorize(principal, Action.READ, job)]
         return jobs
 
-    def wait(self, job_id: str, timeout: float | None = None, principal: Principal | None = None) -> Job:
+    def wait(
+        self, job_id: str, timeout: float | None = None, principal: Principal | None = None
+    ) -> Job:
         """Block until the job has ended or ``timeout`` passed; return its latest record."""
         entry = self._readable(job_id, principal)
         self._wait_entry(entry, timeout)
@@ -556,7 +590,7 @@ class Engine:
             raise PermissionDenied(f"{principal.name!r} may not stop job {job_id}")
         if grace is None:
             grace = self._settings.stop_grace
-        if grace < 0 or grace != grace:
+        if not grace >= 0:  # also refuses NaN
             raise InvalidSpec("grace", f"must be >= 0, got {grace}")
         self._request_stop(entry, EndReason.STOPPED, grace, force)
         return entry, grace
@@ -607,7 +641,9 @@ class Engine:
             if self.hooks.signal_job(job, signum):
                 return
         except Exception:
-            log.exception("job %s: signal_job hook failed; falling back to the process group", job.id)
+            log.exception(
+                "job %s: signal_job hook failed; falling back to the process group", job.id
+            )
         launcher = self._launcher
         if launcher is not None and launcher.alive:
             launcher.signal(job.pid, signum)
@@ -617,7 +653,7 @@ class Engine:
             log.info("job %s: ran past its time limit; stopping it", entry.job.id)
             self._request_stop(entry, EndReason.TIMED_OUT, self._settings.stop_grace, force=False)
 
-    def stop_all(self, grace: float | None = None) -> list[Job]:
+    def stop_all(self, grace: float | None = None) -> builtins.list[Job]:
         """Stop every unfinished job at once and wait for them all (bounded)."""
         if grace is None:
             grace = self._settings.stop_grace
@@ -625,7 +661,13 @@ class Engine:
             entries = [e for e in self._jobs.values() if not e.job.is_finished]
         for entry in entries:
             self._request_stop(entry, EndReason.STOPPED, grace, force=False)
-        deadline = time.monotonic() + grace + self._settings.kill_timeout + self._settings.output_linger + 1.0
+        deadline = (
+            time.monotonic()
+            + grace
+            + self._settings.kill_timeout
+            + self._settings.output_linger
+            + 1.0
+        )
         for entry in entries:
             self._wait_entry(entry, max(0.0, deadline - time.monotonic()))
         return [entry.job for entry in entries]
@@ -716,10 +758,12 @@ class AsyncEngine:
         principal: Principal | None = None,
         states: Collection[JobState] | None = None,
         owner: str | None = None,
-    ) -> list[Job]:
+    ) -> builtins.list[Job]:
         return self._engine.list(principal, states, owner)
 
-    async def wait(self, job_id: str, timeout: float | None = None, principal: Principal | None = None) -> Job:
+    async def wait(
+        self, job_id: str, timeout: float | None = None, principal: Principal | None = None
+    ) -> Job:
         entry = self._engine._readable(job_id, principal)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -752,4 +796,3 @@ class AsyncEngine:
 
 
 __all__ = ["AsyncEngine", "Engine", "JobWatcher"]
-

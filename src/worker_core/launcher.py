@@ -99,7 +99,9 @@ class LauncherClient:
             )
         finally:
             theirs.close()
-        self._reader = threading.Thread(target=self._read_loop, name="worker-launcher-reader", daemon=True)
+        self._reader = threading.Thread(
+            target=self._read_loop, name="worker-launcher-reader", daemon=True
+        )
         self._reader.start()
         try:
             self._ready.result(timeout)
@@ -178,7 +180,9 @@ class LauncherClient:
         except FutureTimeout as exc:
             with self._lock:
                 self._pending.pop(request_id, None)
-            raise LauncherDied(f"the launcher did not answer within {self._timeout + 5.0:g}s") from exc
+            raise LauncherDied(
+                f"the launcher did not answer within {self._timeout + 5.0:g}s"
+            ) from exc
 
     def _read_loop(self) -> None:
         reason = "the launcher closed its socket"
@@ -222,4 +226,6 @@ class LauncherClient:
             self._ready.set_exception(LauncherDied(f"the launcher failed to start: {reason}"))
         if not self._closing:
             code = self._process.poll()
-            self._on_death(f"the launcher process died (exit status {code})" if code is not None else reason)
+            self._on_death(
+                f"the launcher process died (exit status {code})" if code is not None else reason
+            )

@@ -22,7 +22,9 @@ from .errors import IllegalTransition, InvalidSpec
 
 
 def _field_name(instance: object, attribute: attrs.Attribute[Any]) -> str:
-    prefix = {"Limits": "limits.", "IOLimit": "limits.io.", "JobSpec": ""}.get(type(instance).__name__, "")
+    prefix = {"Limits": "limits.", "IOLimit": "limits.io.", "JobSpec": ""}.get(
+        type(instance).__name__, ""
+    )
     return prefix + attribute.name
 
 
@@ -35,19 +37,25 @@ def _positive_int(instance: object, attribute: attrs.Attribute[Any], value: int 
         raise InvalidSpec(_field_name(instance, attribute), f"must be positive, got {value}")
 
 
-def _positive_number(instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+def _positive_number(
+    instance: object, attribute: attrs.Attribute[Any], value: float | None
+) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidSpec(_field_name(instance, attribute), f"must be a number, got {value!r}")
-    if not value > 0 or value != value or value == float("inf"):
-        raise InvalidSpec(_field_name(instance, attribute), f"must be a positive finite number, got {value}")
+    if not 0 < value < float("inf"):  # also refuses NaN
+        raise InvalidSpec(
+            _field_name(instance, attribute), f"must be a positive finite number, got {value}"
+        )
 
 
 def _weight(instance: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
     _positive_int(instance, attribute, value)
     if value is not None and not 1 <= value <= 10000:
-        raise InvalidSpec(_field_name(instance, attribute), f"must be between 1 and 10000, got {value}")
+        raise InvalidSpec(
+            _field_name(instance, attribute), f"must be between 1 and 10000, got {value}"
+        )
 
 
 @attrs.frozen
@@ -104,7 +112,11 @@ class Isolation:
             raise InvalidSpec(f"isolation.{attribute.name}", f"must be a valid id, got {value!r}")
 
     def set_fields(self) -> list[str]:
-        return [f"isolation.{a.name}" for a in attrs.fields(Isolation) if getattr(self, a.name) is not None]
+        return [
+            f"isolation.{a.name}"
+            for a in attrs.fields(Isolation)
+            if getattr(self, a.name) is not None
+        ]
 
 
 def _freeze_str_map(value: Mapping[str, str] | None) -> Mapping[str, str]:
@@ -196,7 +208,9 @@ class Job:
 def transition(job: Job, new_state: JobState, **changes: Any) -> Job:
     """Return ``job`` moved to ``new_state`` with ``changes`` applied; refuse illegal moves."""
     if new_state not in ALLOWED_TRANSITIONS[job.state]:
-        raise IllegalTransition(f"job {job.id}: {job.state.value} -> {new_state.value} is not allowed")
+        raise IllegalTransition(
+            f"job {job.id}: {job.state.value} -> {new_state.value} is not allowed"
+        )
     return attrs.evolve(job, state=new_state, **changes)
 
 

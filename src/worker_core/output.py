@@ -71,9 +71,7 @@ class Follower(Protocol):
 class OutputStore(Protocol):
     """What the engine needs from the plugin that keeps output (``output_store`` hook)."""
 
-    def follow(
-        self, job_id: str, streams: frozenset[Stream], start: StartPosition
-    ) -> Follower:
+    def follow(self, job_id: str, streams: frozenset[Stream], start: StartPosition) -> Follower:
         """A follower of ``job_id``'s output, for the given streams, from ``start``."""
         ...
 

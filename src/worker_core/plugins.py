@@ -51,7 +51,9 @@ def installed_plugins() -> dict[str, PluginInfo]:
         dist = ep.dist
         found.setdefault(
             ep.name,
-            PluginInfo(ep.name, ep.value, dist.name if dist else None, dist.version if dist else None),
+            PluginInfo(
+                ep.name, ep.value, dist.name if dist else None, dist.version if dist else None
+            ),
         )
     return found
 
@@ -83,7 +85,9 @@ def _instantiate(name: str, value: str) -> object:
         for part in filter(None, attr.split(".")):
             obj = getattr(obj, part)
     except Exception as exc:
-        raise PluginError(f"plugin {name!r}: cannot import {value!r}: {type(exc).__name__}: {exc}") from exc
+        raise PluginError(
+            f"plugin {name!r}: cannot import {value!r}: {type(exc).__name__}: {exc}"
+        ) from exc
     if inspect.isclass(obj):
         try:
             obj = obj()
@@ -113,10 +117,9 @@ def load_plugins(pm: pluggy.PluginManager, names: Sequence[str | object]) -> Non
             if info is None:
                 known = ", ".join(sorted(installed)) or "none"
                 raise PluginError(f"unknown plugin {item!r} (installed: {known})")
-            plugin, name = _instantiate(item, info.value), item
+            register(pm, _instantiate(item, info.value), item)
         else:
-            plugin, name = item, getattr(item, "name", None) or None
-        register(pm, plugin, name)
+            register(pm, item, getattr(item, "name", None) or None)
     check(pm)
 
 
@@ -141,11 +144,7 @@ def check(pm: pluggy.PluginManager) -> None:
 def hook_names(plugin: object) -> list[str]:
     """Names of the hooks a plugin object implements (for ``worker plugins``)."""
     pm = make_plugin_manager()
-    return sorted(
-        name
-        for name in dir(plugin)
-        if pm.parse_hookimpl_opts(plugin, name) is not None
-    )
+    return sorted(name for name in dir(plugin) if pm.parse_hookimpl_opts(plugin, name) is not None)
 
 
 class Hooks:

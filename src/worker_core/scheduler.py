@@ -38,7 +38,9 @@ class Scheduler:
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         timer = Timer()
         with self._cond:
-            heapq.heappush(self._heap, (time.monotonic() + max(delay, 0.0), next(self._seq), timer, callback))
+            heapq.heappush(
+                self._heap, (time.monotonic() + max(delay, 0.0), next(self._seq), timer, callback)
+            )
             self._cond.notify()
         return timer
 

@@ -39,16 +39,23 @@ def check_strings(spec: JobSpec, max_bytes: int) -> None:
         _no_nul(f"env[{key!r}]", key)
         _no_nul(f"env[{key!r}]", value)
         if not key or "=" in key:
-            raise InvalidSpec(f"env[{key!r}]", "an environment variable name must be non-empty and contain no '='")
+            raise InvalidSpec(
+                f"env[{key!r}]", "an environment variable name must be non-empty and contain no '='"
+            )
     _no_nul("cwd", spec.cwd)
     for key, value in spec.options.items():
         _no_nul(f"options[{key!r}]", key)
         _no_nul(f"options[{key!r}]", value)
     total = sum(len(s.encode("utf-8", "surrogateescape")) + 1 for s in (spec.command, *spec.args))
-    total += sum(len(k.encode("utf-8", "surrogateescape")) + len(v.encode("utf-8", "surrogateescape")) + 2
-                 for k, v in spec.env.items())
+    total += sum(
+        len(k.encode("utf-8", "surrogateescape")) + len(v.encode("utf-8", "surrogateescape")) + 2
+        for k, v in spec.env.items()
+    )
     if total > max_bytes:
-        raise InvalidSpec("args", f"command, arguments and environment take {total} bytes; the limit is {max_bytes}")
+        raise InvalidSpec(
+            "args",
+            f"command, arguments and environment take {total} bytes; the limit is {max_bytes}",
+        )
 
 
 def job_path(spec: JobSpec) -> str:
@@ -83,13 +90,22 @@ def resolve_command(spec: JobSpec, cwd: str) -> str:
 def check_claimed(spec: JobSpec, claimed: Iterable[str]) -> None:
     """Refuse a spec that sets a field no enabled plugin enforces: a limit is never ignored."""
     claimed = set(claimed)
-    wanted = [*spec.limits.set_fields(), *spec.isolation.set_fields(), *(f"options.{k}" for k in spec.options)]
+    wanted = [
+        *spec.limits.set_fields(),
+        *spec.isolation.set_fields(),
+        *(f"options.{k}" for k in spec.options),
+    ]
     for field in wanted:
         if field in claimed:
             continue
         section, _, rest = field.partition(".")
         if section == "options":
             plugin = rest.partition(".")[0]
-            raise InvalidSpec(field, f"no enabled plugin takes this option (is the {plugin!r} plugin enabled?)")
+            raise InvalidSpec(
+                field, f"no enabled plugin takes this option (is the {plugin!r} plugin enabled?)"
+            )
         hint = _ENFORCER_HINTS.get(section)
-        raise InvalidSpec(field, "is set but no enabled plugin enforces it" + (f" (enable {hint!r})" if hint else ""))
+        raise InvalidSpec(
+            field,
+            "is set but no enabled plugin enforces it" + (f" (enable {hint!r})" if hint else ""),
+        )

@@ -58,7 +58,7 @@ class LogFollower:
                 self._skip: dict[Stream, int] = {}
             else:
                 self._index = 0
-                self._skip = {} if start is StartAt.BEGINNING else dict(start)  # type: ignore[arg-type]
+                self._skip = {} if start is StartAt.BEGINNING else dict(start)
 
     def _take(self) -> list[Chunk] | None:
         """Chunks available now ([] if none); None at the end. Call with the log's notifier held."""
@@ -77,7 +77,9 @@ class LogFollower:
                 if chunk.end <= skip:
                     continue
                 if chunk.offset < skip:
-                    chunk = Chunk(chunk.job_id, chunk.stream, skip, chunk.data[skip - chunk.offset :])
+                    chunk = Chunk(
+                        chunk.job_id, chunk.stream, skip, chunk.data[skip - chunk.offset :]
+                    )
                 del self._skip[chunk.stream]
             out.append(chunk)
             budget -= len(chunk.data)

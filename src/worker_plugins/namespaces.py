@@ -1,0 +1,45 @@
+"""Namespace isolation plugins: ``netns``, ``pidns`` and ``mntns``.
+
+Each one only declares namespaces in the spawn plan; the launcher creates them in the child
+before ``execve``, so the job never runs outside them.
+
+- ``netns``: a private network namespace holding only ``lo``, brought up. The job cannot
+  reach any listener of the host, loopback included.
+- ``pidns``: the job is PID 1 of a new PID namespace with a private mount namespace and a
+  fresh ``/proc``; it sees only its own processes, and when it exits every process in the
+  namespace is killed by the kernel. Like any PID 1, it ignores SIGTERM unless it installs a
+  handler, so a stop of a job that does not reaches SIGKILL after the grace period.
+- ``mntns``: a private mount namespace (mounts made by the job do not leak to the host).
+"""
+
+from __future__ import annotations
+
+from worker_core import hookimpl
+from worker_core.model import Job
+from worker_core.plan import SpawnPlan
+
+
+class _NamespacePlugin:
+    namespaces: frozenset[str] = frozenset()
+
+    @hookimpl
+    def pre_spawn(self, job: Job, plan: SpawnPlan) -> None:
+        plan.namespaces.update(self.namespaces)
+
+
+class NetworkNamespace(_NamespacePlugin):
+    """``netns``: every job gets its own network namespace with only loopback."""
+
+    namespaces = frozenset({"net"})
+
+
+class PidNamespace(_NamespacePlugin):
+    """``pidns``: every job is PID 1 of its own PID namespace, with a fresh ``/proc``."""
+
+    namespaces = frozenset({"pid", "mount"})
+
+
+class MountNamespace(_NamespacePlugin):
+    """``mntns``: every job gets a private mount namespace."""
+
+    namespaces = frozenset({"mount"})
