@@ -23,6 +23,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import gc
 import json
 import os
 import resource
@@ -57,6 +58,24 @@ SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+def recv_with_fds(sock: socket.socket, bufsize: int, maxfds: int) -> tuple[bytes, list[int]]:
+    """One message and the descriptors sent with it, received close-on-exec.
+
+    ``socket.recv_fds`` in Python 3.11 drops its ``flags`` argument, so a descriptor it
+    receives would be inheritable until a later ``set_inheritable`` call: a window in which a
+    concurrent spawn could leak it into a job.
+    """
+    data, ancdata, _, _ = sock.recvmsg(
+        bufsize, socket.CMSG_LEN(maxfds * 4), socket.MSG_CMSG_CLOEXEC
+    )
+    fds: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % 4
+            fds.extend(struct.unpack(f"{usable // 4}i", payload[:usable]))
+    return data, fds
+
+
 class ChildSetupError(Exception):
     def __init__(self, stage: str, err: int, message: str) -> None:
         super().__init__(message)
@@ -74,12 +93,40 @@ def _check(result: int, stage: str, what: str) -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def _reset_signals() -> None:
+#: Signals whose disposition the launcher changes; everything else it set to SIG_DFL at start,
+#: so the child only has these to undo (a loop over every signal costs ~0.1 ms per job).
+_LAUNCHER_SIGNALS = (signal.SIGCHLD, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ)
+
+
+_SPAWN_SIGDEF = tuple(_LAUNCHER_SIGNALS)
+
+
+def _needs_fork(plan: dict[str, Any]) -> bool:
+    """Whether the child must run code before exec (anything posix_spawn cannot express)."""
+    return bool(
+        plan["cgroup_procs"]
+        or plan["namespaces"]
+        or plan["rlimits"]
+        or plan["uid"] is not None
+        or plan["gid"] is not None
+        or plan["no_new_privileges"]
+        or plan["cwd"] != "/"
+    )
+
+
+def _default_all_signals() -> None:
+    """Once, in the launcher: forget dispositions inherited from whoever started the engine."""
     for sig in signal.valid_signals():
         if sig in (signal.SIGKILL, signal.SIGSTOP):
             continue
         with contextlib.suppress(OSError, ValueError, RuntimeError):
             signal.signal(sig, signal.SIG_DFL)
+
+
+def _reset_signals() -> None:
+    signal.set_wakeup_fd(-1)
+    for sig in _LAUNCHER_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
@@ -266,6 +313,7 @@ class Launcher:
         self.sock = sock
         self.jobs: dict[int, dict[str, Any]] = {}  # pid -> {"job": id, "cgroup_procs": [...]}
         self.pid = os.getpid()
+        _default_all_signals()
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.wake_r = wake_r
         signal.set_wakeup_fd(wake_w)
@@ -291,7 +339,7 @@ class Launcher:
                     self.reap()
                     continue
                 try:
-                    data, fds, _, _ = socket.recv_fds(self.sock, MAX_MESSAGE, 4)
+                    data, fds = recv_with_fds(self.sock, MAX_MESSAGE, 4)
                 except (ConnectionResetError, InterruptedError):
                     data, fds = b"", []
                 if not data:
@@ -315,23 +363,67 @@ class Launcher:
     def spawn(self, message: dict[str, Any], fds: list[int]) -> None:
         out_fd, err_fd = fds
         plan = message["plan"]
+        if _needs_fork(plan):
+            pid, report = self._fork_and_apply(plan, out_fd, err_fd)
+        else:
+            pid, report = self._posix_spawn(plan, out_fd, err_fd)
+        os.close(out_fd)
+        os.close(err_fd)
+        if report is not None:
+            self.send({"op": "spawn_failed", "id": message["id"], "job": message["job"], **report})
+            return
+        # A pidfd, opened before the launcher could reap the PID, lets the engine kill the job
+        # race-free even if this launcher dies (a posix_spawn'd job has no parent-death signal).
+        pidfd = os.pidfd_open(pid)
+        self.jobs[pid] = {"job": message["job"], "cgroup_procs": plan["cgroup_procs"]}
+        reply = {"op": "spawned", "id": message["id"], "job": message["job"], "pid": pid}
+        with contextlib.suppress(OSError):
+            socket.send_fds(self.sock, [json.dumps(reply).encode()], [pidfd])
+        os.close(pidfd)
+
+    def _posix_spawn(
+        self, plan: dict[str, Any], out_fd: int, err_fd: int
+    ) -> tuple[int, dict[str, Any] | None]:
+        """The fast path for a job with nothing to apply in the child (vfork: ~0.1 ms, not ~1 ms).
+
+        Everything else the child needs holds by construction: the launcher's own descriptors
+        are close-on-exec, its signal dispositions were reset at start, its ``oom_score_adj``
+        is 0 and its working directory is the plan's.
+        """
+        try:
+            pid = os.posix_spawn(
+                plan["executable"],
+                plan["argv"],
+                plan["env"],
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, out_fd, 1),
+                    (os.POSIX_SPAWN_DUP2, err_fd, 2),
+                ],
+                setsid=True,
+                setsigdef=_SPAWN_SIGDEF,
+                setsigmask=(),
+            )
+        except OSError as exc:
+            detail = f"{exc.strerror or exc}: {plan['executable']!r}"
+            return 0, {"stage": "exec", "errno": exc.errno or 0, "error": detail}
+        return pid, None
+
+    def _fork_and_apply(
+        self, plan: dict[str, Any], out_fd: int, err_fd: int
+    ) -> tuple[int, dict[str, Any] | None]:
         error_r, error_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
             _child(plan, out_fd, err_fd, error_w, self.pid)
         os.close(error_w)
-        os.close(out_fd)
-        os.close(err_fd)
         report = self._read_child_report(error_r, pid)
         os.close(error_r)
         if report is not None:
             # The child never exec'd; it has exited (or is being killed). Reap it here so the
             # engine never hears of it as a job exit.
             self._reap_now(pid)
-            self.send({"op": "spawn_failed", "id": message["id"], "job": message["job"], **report})
-            return
-        self.jobs[pid] = {"job": message["job"], "cgroup_procs": plan["cgroup_procs"]}
-        self.send({"op": "spawned", "id": message["id"], "job": message["job"], "pid": pid})
+        return pid, report
 
     def _read_child_report(self, error_r: int, pid: int) -> dict[str, Any] | None:
         """Wait (bounded) for exec to close the pipe; any bytes written are a setup failure."""
@@ -454,7 +546,15 @@ class Launcher:
 
 
 def main() -> None:
+    # Forked children touch fewer pages (less copy-on-write) when the collector neither runs
+    # nor walks the launcher's objects; the launcher allocates little, so nothing piles up.
+    gc.disable()
+    gc.freeze()
     fd = int(sys.argv[1])
+    os.set_inheritable(fd, False)
+    os.chdir("/")  # the posix_spawn fast path relies on it
+    with contextlib.suppress(PermissionError), open("/proc/self/oom_score_adj", "w") as f:
+        f.write("0")
     sock = socket.socket(fileno=fd)
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_MESSAGE)

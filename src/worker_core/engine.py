@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import logging
 import os
 import signal
@@ -55,6 +56,7 @@ class _Entry:
     output_closed: bool = False
     finalizing: bool = False
     stop_reason: EndReason | None = None
+    pidfd: int | None = None  # refers to exactly this job's main process, even after a reap
     kill_timer: Timer | None = None
     other_timers: list[Timer] = attrs.Factory(list)
     offsets: dict[Stream, int] = attrs.Factory(lambda: {Stream.STDOUT: 0, Stream.STDERR: 0})
@@ -250,10 +252,10 @@ class Engine:
             enlarge_pipe(fd)
         try:
             try:
-                pid = self._live_launcher().spawn(job.id, message, out_w, err_w)
+                pid, pidfd = self._live_launcher().spawn(job.id, message, out_w, err_w)
             except LauncherDied as first:
                 log.warning("job %s: %s; retrying with a new launcher", job.id, first)
-                pid = self._live_launcher().spawn(job.id, message, out_w, err_w)
+                pid, pidfd = self._live_launcher().spawn(job.id, message, out_w, err_w)
         except SpawnFailed as exc:
             os.close(out_r)
             os.close(err_r)
@@ -275,6 +277,7 @@ class Engine:
             else:  # stopped while starting: keep STOPPING, record the pid
                 running = attrs.evolve(entry.job, pid=pid, started_at=started_at)
             self._publish(entry, running)
+            entry.pidfd = pidfd
             entry.spawned = True
         if previous is JobState.PENDING:
             self._fire_state_change(running, previous)
@@ -324,13 +327,19 @@ class Engine:
                 self.hooks.signal_job(entry.job, signal.SIGKILL)
             except Exception:
                 log.exception("job %s: signal_job failed after exit", entry.job.id)
-        assert self._scheduler is not None and self._pump is not None
-        pump = self._pump
-        job_id = entry.job.id
-        entry.other_timers.append(
-            self._scheduler.call_later(self._settings.output_linger, lambda: pump.finish(job_id))
-        )
-        self._maybe_finalize(entry)
+        with entry.notifier:
+            output_closed = entry.output_closed
+        if not output_closed:
+            # Something still holds the pipes open: read what comes for a bounded time, then
+            # close them so the job can end.
+            assert self._scheduler is not None and self._pump is not None
+            pump, job_id = self._pump, entry.job.id
+            timer = self._scheduler.call_later(
+                self._settings.output_linger, lambda: pump.finish(job_id)
+            )
+            entry.other_timers.append(timer)
+        # Already on a finalizer thread: finish here rather than hop to another one.
+        self._maybe_finalize(entry, inline=True)
 
     def _on_launcher_death(self, reason: str) -> None:
         """Reader thread: the launcher is gone, and the jobs it held with it."""
@@ -389,6 +398,10 @@ class Engine:
                 log.error("job %s: a post_exit hook failed: %s", job.id, exc)
         for timer in [*entry.other_timers, *([entry.kill_timer] if entry.kill_timer else [])]:
             timer.cancel()
+        with entry.notifier:
+            pidfd, entry.pidfd = entry.pidfd, None
+        if pidfd is not None:
+            os.close(pidfd)
         facts = {**result.facts, "oom_killed": result.oom_killed}
         if result.cpu_seconds is not None:
             facts.setdefault("cpu_seconds", round(result.cpu_seconds, 6))
@@ -671,6 +684,15 @@ class Engine:
         for entry in entries:
             self._wait_entry(entry, max(0.0, deadline - time.monotonic()))
         return [entry.job for entry in entries]
+
+
+def _kill_orphaned(pidfd: int, pid: int) -> None:
+    """Kill a job whose launcher died: its main process through the pidfd, its group while
+    the pidfd shows the leader alive (so the group id is still the job's)."""
+    with contextlib.suppress(ProcessLookupError, OSError):
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def _signal_name(signum: int | None) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 
 import attrs
 
+from ._launcher_main import recv_with_fds
 from .errors import FailedPrecondition
 
 log = logging.getLogger("worker.launcher")
@@ -120,13 +121,19 @@ class LauncherClient:
     def alive(self) -> bool:
         return not self._dead
 
-    def spawn(self, job_id: str, plan: dict[str, Any], stdout_w: int, stderr_w: int) -> int:
-        """Start a job; return its PID or raise :class:`SpawnFailed` / :class:`LauncherDied`."""
+    def spawn(
+        self, job_id: str, plan: dict[str, Any], stdout_w: int, stderr_w: int
+    ) -> tuple[int, int]:
+        """Start a job; return its PID and a pidfd for it (the caller closes it).
+
+        Raises :class:`SpawnFailed` or :class:`LauncherDied`.
+        """
         reply = self._request({"op": "spawn", "job": job_id, "plan": plan}, [stdout_w, stderr_w])
         if reply["op"] == "spawn_failed":
             raise SpawnFailed(reply["stage"], reply["errno"], reply["error"])
         pid: int = reply["pid"]
-        return pid
+        pidfd: int = reply["fds"][0]
+        return pid, pidfd
 
     def signal(self, pid: int, signum: int) -> bool:
         """Signal the job whose main process is ``pid`` (its group and descendants).
@@ -188,10 +195,12 @@ class LauncherClient:
         reason = "the launcher closed its socket"
         try:
             while True:
-                data = self._sock.recv(_MAX_REPLY)
+                data, fds = recv_with_fds(self._sock, _MAX_REPLY, 1)
                 if not data:
                     break
                 message = json.loads(data)
+                if fds:
+                    message["fds"] = fds
                 op = message["op"]
                 if op == "ready":
                     self._ready.set_result(message)
