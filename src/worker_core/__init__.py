@@ -7,6 +7,8 @@ The public API for library users and plugin authors::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pluggy
 
 from .config import Config, EngineSettings
@@ -37,6 +39,9 @@ from .model import (
 )
 from .output import BOTH_STREAMS, Chunk, Follower, OutputStore, StartAt, StartPosition, Stream
 from .plan import SpawnPlan
+
+if TYPE_CHECKING:
+    from .engine import AsyncEngine, Engine
 
 #: Mark a plugin's hook implementations: ``@hookimpl def pre_spawn(job, plan): ...``
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)

@@ -409,7 +409,8 @@ class Engine:
             reason, message = EndReason.FAILED_TO_START, entry.start_error
         elif entry.lost is not None:
             reason, message = EndReason.LOST, entry.lost
-        elif result.oom_killed:
+        elif result.oom_killed and result.signal == signal.SIGKILL:
+            # Only when the job itself died of it: a grandchild's OOM kill is a fact, not the end.
             reason, message = (
                 EndReason.OOM_KILLED,
                 "killed by the OOM killer (memory limit reached)",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -58,6 +58,14 @@ def _weight(instance: object, attribute: attrs.Attribute[Any], value: int | None
         )
 
 
+def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _io_tuple(value: Iterable[IOLimit]) -> tuple[IOLimit, ...]:
+    return tuple(value)
+
+
 @attrs.frozen
 class IOLimit:
     """Per-device IO caps. ``device`` is a block-device path (``/dev/vda``) or ``MAJ:MIN``."""
@@ -81,7 +89,7 @@ class Limits:
     cpu: float | None = attrs.field(default=None, validator=_positive_number)
     cpu_weight: int | None = attrs.field(default=None, validator=_weight)
     io_weight: int | None = attrs.field(default=None, validator=_weight)
-    io: tuple[IOLimit, ...] = attrs.field(default=(), converter=tuple)
+    io: tuple[IOLimit, ...] = attrs.field(default=(), converter=_io_tuple)
     pids_max: int | None = attrs.field(default=None, validator=_positive_int)
 
     def set_fields(self) -> list[str]:
@@ -133,7 +141,7 @@ class JobSpec:
     """
 
     command: str
-    args: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    args: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     env: Mapping[str, str] = attrs.field(factory=dict, converter=_freeze_str_map)
     cwd: str = "/"
     limits: Limits = attrs.field(factory=Limits)

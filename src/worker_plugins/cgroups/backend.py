@@ -1,0 +1,227 @@
+"""The interface both backends implement, and the logic they share.
+
+A backend owns the job cgroups under one parent: it creates them with their limits, signals
+every process in them, reads their facts, removes them, and finds the ones a crashed run
+left behind. Job cgroups are named by job id and found again from it alone, so nothing
+the backend needs is lost if the worker dies.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import attrs
+
+from worker_core.model import Limits
+
+from . import fs
+from .limits import Capabilities, Write
+
+log = logging.getLogger("worker.cgroups")
+
+#: Seconds to wait for a freeze to take effect before signalling anyway.
+FREEZE_TIMEOUT = 2.0
+#: Seconds ``remove`` keeps retrying while the kernel finishes tearing processes down.
+REMOVE_TIMEOUT = 5.0
+
+
+@attrs.frozen
+class CgroupStats:
+    """Facts read from a job's cgroup after it ended; None where the host does not say."""
+
+    oom_killed: bool = False
+    memory_peak: int | None = None
+    cpu_seconds: float | None = None
+
+
+def check_job_id(job_id: str) -> None:
+    # The id becomes a directory name; anything else would escape the parent.
+    if not job_id or "/" in job_id or job_id in {".", ".."} or "\0" in job_id:
+        raise fs.CgroupError(f"job id {job_id!r} cannot name a cgroup")
+
+
+class Backend(abc.ABC):
+    """Job cgroups under ``parent`` on one cgroup version.
+
+    Thread-safe for different jobs; callers serialize operations on one job (the plugin
+    holds a per-job lock), because a thaw from one caller could otherwise undo another's
+    freeze in the middle of its kill.
+    """
+
+    version: str
+
+    def __init__(
+        self, parent: str, default_pids_max: int, freeze_timeout: float = FREEZE_TIMEOUT
+    ) -> None:
+        self.parent = parent
+        self.default_pids_max = default_pids_max
+        self.freeze_timeout = freeze_timeout
+        self.remove_timeout = REMOVE_TIMEOUT
+        self._caps: Capabilities | None = None
+        self._created: set[Path] = set()
+        self._lock = threading.Lock()
+
+    # --------------------------------------------------------------------- per version
+
+    @abc.abstractmethod
+    def parent_dirs(self) -> list[Path]:
+        """The parent cgroup in every hierarchy used."""
+
+    @abc.abstractmethod
+    def job_dirs(self, job_id: str) -> list[Path]:
+        """The job's cgroup in every hierarchy used (whether or not it exists)."""
+
+    @abc.abstractmethod
+    def writes(self, limits: Limits) -> list[Write]:
+        """The file writes for ``limits``; raises InvalidSpec for what the host cannot honour."""
+
+    @abc.abstractmethod
+    def stats(self, job_id: str) -> CgroupStats:
+        """OOM kills, peak memory and CPU time of the job's cgroup."""
+
+    @abc.abstractmethod
+    def _setup_parents(self) -> tuple[Capabilities, set[Path]]:
+        """Create the parents, enable controllers; return what job cgroups get and what was made."""
+
+    @abc.abstractmethod
+    def _apply(self, job_id: str, write: Write) -> None:
+        """Perform one write in the job's cgroup of ``write.controller``."""
+
+    @abc.abstractmethod
+    def _set_frozen(self, job_id: str, frozen: bool) -> bool:
+        """Freeze (waiting, bounded, until frozen) or thaw; False if the host cannot freeze."""
+
+    @abc.abstractmethod
+    def _kill_all(self, job_id: str) -> bool:
+        """SIGKILL the whole cgroup in one kernel operation; False if the host has none."""
+
+    # --------------------------------------------------------------------- shared
+
+    def prepare(self) -> Capabilities:
+        """Make sure the parents exist with controllers enabled; what job cgroups will offer."""
+        with self._lock:
+            if self._caps is None or not all(p.is_dir() for p in self.parent_dirs()):
+                self._caps, created = self._setup_parents()
+                self._created |= created
+            return self._caps
+
+    def check(self, limits: Limits) -> None:
+        """Raise InvalidSpec if ``limits`` cannot be honoured here; creates no job cgroup."""
+        self.writes(limits)
+
+    def create(self, job_id: str, limits: Limits) -> list[str]:
+        """Create the job's cgroups with ``limits`` applied; their ``cgroup.procs`` paths."""
+        check_job_id(job_id)
+        self.prepare()
+        writes = self.writes(limits)
+        dirs = self.job_dirs(job_id)
+        try:
+            for path in dirs:
+                try:
+                    path.mkdir()
+                except OSError as exc:
+                    raise fs.CgroupError(f"cannot create {path}: {exc.strerror or exc}") from exc
+            for write in writes:
+                self._apply(job_id, write)
+        except BaseException:
+            # Nothing ran in it yet; a quick removal is enough.
+            self.remove(job_id, timeout=1.0)
+            raise
+        return [str(path / "cgroup.procs") for path in dirs]
+
+    def exists(self, job_id: str) -> bool:
+        return any(path.is_dir() for path in self.job_dirs(job_id))
+
+    def procs(self, job_id: str) -> list[int]:
+        """Every pid in the job's cgroups and any sub-cgroup, across hierarchies."""
+        pids: set[int] = set()
+        for top in self.job_dirs(job_id):
+            for path in fs.subtree(top):
+                pids.update(fs.read_pids(path / "cgroup.procs"))
+        return sorted(pids)
+
+    def kill(self, job_id: str, signum: int) -> None:
+        """Deliver ``signum`` to every process of the job, including daemonized descendants.
+
+        SIGKILL uses the kernel's ``cgroup.kill`` where there is one. Otherwise the cgroup is
+        frozen first, so nothing can fork or exit (and have its pid reused) between reading
+        ``cgroup.procs`` and signalling it, then thawed so the signal is acted on.
+        """
+        if not self.exists(job_id):
+            return
+        if signum == signal.SIGKILL and self._kill_all(job_id):
+            return
+        frozen = self._set_frozen(job_id, True)
+        try:
+            # Without a freezer a process may fork while we read: go round a few times.
+            for _ in range(1 if frozen else 5):
+                pids = self.procs(job_id)
+                if not pids:
+                    break
+                _signal_all(pids, signum)
+        finally:
+            if frozen:
+                self._set_frozen(job_id, False)
+
+    def remove(self, job_id: str, timeout: float | None = None) -> bool:
+        """Kill what is left and remove the job's cgroups, retrying for ``timeout`` seconds.
+
+        rmdir only succeeds once the cgroup is empty, and processes leave it when they have
+        finished exiting, shortly after SIGKILL. Returns False (and logs) if time ran out.
+        """
+        deadline = time.monotonic() + (self.remove_timeout if timeout is None else timeout)
+        sleep = 0.002
+        while True:
+            if self.procs(job_id):
+                self.kill(job_id, signal.SIGKILL)
+            try:
+                for path in self.job_dirs(job_id):
+                    fs.rmdir_tree(path)
+                return True
+            except OSError as exc:
+                if exc.errno not in fs.BUSY or time.monotonic() >= deadline:
+                    log.warning("job %s: cannot remove its cgroup: %s", job_id, exc)
+                    return False
+            time.sleep(min(sleep, max(0.0, deadline - time.monotonic())))
+            sleep = min(sleep * 2, 0.1)
+
+    def leftovers(self) -> list[str]:
+        """Ids of job cgroups under the parent (after a crash, those of the previous run)."""
+        ids: set[str] = set()
+        for parent in self.parent_dirs():
+            try:
+                ids.update(
+                    entry.name
+                    for entry in os.scandir(parent)
+                    if entry.is_dir(follow_symlinks=False)
+                )
+            except OSError:
+                continue
+        return sorted(ids)
+
+    def remove_parents(self) -> None:
+        """Remove the parents this backend created, if empty; an admin's own are kept."""
+        with self._lock:
+            for path in sorted(self._created, key=lambda p: len(p.parts), reverse=True):
+                try:
+                    path.rmdir()
+                except OSError as exc:
+                    log.debug("keeping %s: %s", path, exc.strerror)
+                    continue
+                self._created.discard(path)
+            self._caps = None
+
+
+def _signal_all(pids: Iterable[int], signum: int) -> None:
+    for pid in pids:
+        # A pid can vanish between the read and the signal only without a freezer.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)

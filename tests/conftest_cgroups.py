@@ -1,0 +1,197 @@
+"""Shared helpers for the cgroups plugin's tests (imported explicitly, not a conftest).
+
+Every real-cgroup test works under its own parent, ``worker-test-<random>``, so it never
+touches a real worker's cgroups, and removes it afterwards (killing anything left in it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+#: Files a kernel puts in a non-root cgroup2 directory with cpu, io, memory and pids enabled.
+V2_FILES = (
+    "cgroup.controllers",
+    "cgroup.subtree_control",
+    "cgroup.procs",
+    "cgroup.events",
+    "cgroup.freeze",
+    "cgroup.kill",
+    "cpu.max",
+    "cpu.weight",
+    "cpu.stat",
+    "io.max",
+    "io.weight",
+    "memory.max",
+    "memory.high",
+    "memory.swap.max",
+    "memory.events",
+    "memory.peak",
+    "pids.max",
+)
+
+
+def unique_parent() -> str:
+    return f"worker-test-{uuid.uuid4().hex[:10]}"
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create cgroups")
+
+
+def v1_mounts() -> dict[str, Path]:
+    """The host's v1 controller mounts; skips the test on a host without v1 controllers."""
+    from worker_plugins.cgroups.detect import detect
+
+    require_root()
+    host = detect(CGROUP_ROOT)
+    if not host.v1_mounts:
+        pytest.skip("this host has no cgroup v1 controllers")
+    return dict(host.v1_mounts)
+
+
+def cgroup_dirs_named(parent: str) -> list[Path]:
+    """``/sys/fs/cgroup/*/<parent>`` (v1) and ``/sys/fs/cgroup/<parent>`` (v2) that exist."""
+    found = [p for p in CGROUP_ROOT.glob(f"*/{parent}") if p.is_dir()]
+    if (CGROUP_ROOT / parent).is_dir():
+        found.append(CGROUP_ROOT / parent)
+    return found
+
+
+def is_alive(pid: int) -> bool:
+    """True if ``pid`` runs (a zombie waiting for an absent reaper counts as dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    state = stat.rsplit(")", 1)[1].split()[0]
+    return state not in {"Z", "X"}
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def force_remove_parent(parent: str) -> None:
+    """Kill every process under ``parent`` in every hierarchy and remove it, deepest first."""
+    for top in cgroup_dirs_named(parent):
+        for dirpath, _dirs, _files in os.walk(top):
+            state = Path(dirpath) / "freezer.state"
+            if state.exists():
+                state.write_text("THAWED")
+            for line in (Path(dirpath) / "cgroup.procs").read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(line), signal.SIGKILL)
+    for top in cgroup_dirs_named(parent):
+        for dirpath, _dirs, _files in os.walk(top, topdown=False):
+            for _ in range(200):
+                try:
+                    os.rmdir(dirpath)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.01)
+
+
+def parent_scope() -> Iterator[str]:
+    """A fresh parent name; afterwards asserts nothing was left under it, then removes it.
+
+    Wrap it in a fixture: ``yield from parent_scope()``.
+    """
+    require_root()
+    parent = unique_parent()
+    try:
+        yield parent
+    finally:
+        leftovers = [
+            str(Path(d))
+            for top in cgroup_dirs_named(parent)
+            for d, _dirs, _files in os.walk(top)
+            if Path(d) != top
+        ]
+        force_remove_parent(parent)
+        assert not cgroup_dirs_named(parent), f"could not remove {parent}"
+        assert not leftovers, f"the test left job cgroups behind: {leftovers}"
+
+
+class Held:
+    """A python process started paused, placed into cgroups by the test, then released.
+
+    Tests of a backend have no launcher to join the cgroup before exec, so this test-only
+    helper writes the pid into ``cgroup.procs`` while the process waits on its stdin.
+    """
+
+    def __init__(self, code: str) -> None:
+        wrapper = f"import sys\nsys.stdin.readline()\n{code}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", wrapper],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def join(self, procs_files: Sequence[str]) -> Held:
+        for path in procs_files:
+            Path(path).write_text(str(self.proc.pid))
+        return self
+
+    def release(self) -> Held:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        return self
+
+    def readline(self) -> str:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+
+
+#: Forks a child that setsid()s and forks a grandchild that prints its pid, detaches its
+#: output and sleeps: the classic daemon escaping its process group and session.
+DAEMONIZE = """
+import os, sys, time
+r, w = os.pipe()
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.write(w, str(os.getpid()).encode() + b"\\n")
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        time.sleep(1000)
+    os._exit(0)
+os.close(w)
+grandchild = os.read(r, 64).decode().strip()
+os.wait()
+print(grandchild, flush=True)
+"""
