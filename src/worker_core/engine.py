@@ -142,13 +142,16 @@ class Engine:
                 return
             self._closed = True
             started = self._started
-        if not started:
-            return
-        self.stop_all(grace)
+        if started:
+            self.stop_all(grace)
         try:
+            # Plugins configured resources at construction (a parent cgroup, a lock): release
+            # them even when the engine never started.
             self.hooks.shutdown(self)
         except Exception:
             log.exception("a worker_shutdown hook failed")
+        if not started:
+            return
         if self._launcher is not None:
             self._launcher.shutdown()
         # Exits reported during shutdown are finalized before the threads go away.

@@ -6,8 +6,11 @@ Enable it with ``--plugins cgroups``; configure it in ``[plugins.cgroups]``
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -65,6 +68,7 @@ class CgroupsPlugin:
         self._backend: Backend | None = None
         self._lock = threading.Lock()
         self._jobs: dict[str, _JobCgroup] = {}
+        self._parent_lock: int | None = None
 
     @property
     def backend(self) -> Backend:
@@ -79,22 +83,53 @@ class CgroupsPlugin:
     @hookimpl
     def worker_configure(self, engine: object, config: Config) -> None:
         self._config = config.section("cgroups", CgroupsConfig)
-        with self._lock:
-            self._backend = make_backend(self._config)
+        self._lock_parent()
         try:
-            caps = self.backend.prepare()
-        except WorkerError as exc:
-            raise ConfigError(f"plugins.cgroups: cannot set up the parent cgroup: {exc}") from exc
-        if "pids" not in caps.controllers:
-            # pids.max is what contains a fork bomb; a worker that cannot set it must not run.
-            raise ConfigError(
-                f"plugins.cgroups: the {self.backend.version} hierarchy has no pids controller"
+            with self._lock:
+                self._backend = make_backend(self._config)
+            try:
+                caps = self.backend.prepare()
+            except WorkerError as exc:
+                raise ConfigError(f"plugins.cgroups: cannot set up the parent cgroup: {exc}") from exc
+            if "pids" not in caps.controllers:
+                # pids.max is what contains a fork bomb; a worker that cannot set it must not run.
+                raise ConfigError(
+                    f"plugins.cgroups: the {self.backend.version} hierarchy has no pids controller"
+                )
+            log.info(
+                "cgroups %s backend, job cgroups under %s",
+                self.backend.version,
+                ", ".join(str(p) for p in self.backend.parent_dirs()),
             )
-        log.info(
-            "cgroups %s backend, job cgroups under %s",
-            self.backend.version,
-            ", ".join(str(p) for p in self.backend.parent_dirs()),
-        )
+        except BaseException:
+            self._unlock_parent()
+            raise
+
+    def _lock_parent(self) -> None:
+        """Claim the parent for this engine alone.
+
+        Startup cleanup kills everything under the parent, so two engines sharing one would
+        kill each other's jobs; the second is refused instead. The lock is an flock, released
+        by the kernel if the engine dies, so a crash never leaves it stale.
+        """
+        directory = Path("/run/lock") if Path("/run/lock").is_dir() else Path(tempfile.gettempdir())
+        where = f"{Path(self._config.root).resolve()}/{self._config.parent}"
+        name = "worker-cgroups-" + hashlib.sha256(where.encode()).hexdigest()[:16] + ".lock"
+        fd = os.open(directory / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(
+                f"plugins.cgroups: another worker engine on this host uses the cgroup parent "
+                f"{self._config.parent!r}; give each engine its own (plugins.cgroups.parent)"
+            ) from None
+        self._parent_lock = fd
+
+    def _unlock_parent(self) -> None:
+        fd, self._parent_lock = self._parent_lock, None
+        if fd is not None:
+            os.close(fd)
 
     @hookimpl
     def worker_startup(self, engine: object) -> None:
@@ -107,6 +142,7 @@ class CgroupsPlugin:
         for job_id in remaining:
             self._remove(job_id)
         self.backend.remove_parents()
+        self._unlock_parent()
 
     def cleanup_leftovers(self) -> list[str]:
         """Kill and remove job cgroups under the parent that no job of ours owns; their ids."""
