@@ -33,7 +33,9 @@ def _build(kwargs: dict[str, object]) -> JobSpec | None:
         return None
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     command=hostile_text,
     args=st.lists(hostile_text, max_size=5),
@@ -73,7 +75,13 @@ def test_absurd_limits_raise_invalid_spec_naming_the_field(
         limits = Limits(memory_max=memory_max, cpu=cpu, pids_max=pids_max, cpu_weight=cpu_weight)  # type: ignore[arg-type]
         JobSpec("/bin/true", limits=limits, timeout=timeout)  # type: ignore[arg-type]
     except InvalidSpec as exc:
-        assert exc.field.split(".")[-1] in {"memory_max", "cpu", "pids_max", "cpu_weight", "timeout"}
+        assert exc.field.split(".")[-1] in {
+            "memory_max",
+            "cpu",
+            "pids_max",
+            "cpu_weight",
+            "timeout",
+        }
         return
     for value in (memory_max, pids_max, cpu_weight):
         assert value is None or (isinstance(value, int) and value > 0)
@@ -96,6 +104,11 @@ def test_huge_argument_lists_are_capped(engine: Engine) -> None:
 
 
 def test_every_refusal_is_a_worker_error(engine: Engine) -> None:
-    for spec in (JobSpec(""), JobSpec("a\0b"), JobSpec("/bin/true", cwd="relative"), JobSpec("nosuchcmd-xyz")):
+    for spec in (
+        JobSpec(""),
+        JobSpec("a\0b"),
+        JobSpec("/bin/true", cwd="relative"),
+        JobSpec("nosuchcmd-xyz"),
+    ):
         with pytest.raises(WorkerError):
             engine.submit(spec)
