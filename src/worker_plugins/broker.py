@@ -4,15 +4,24 @@ An append-only log of chunks per job. A follower is an index into that log plus 
 it wants, so any number of followers cost the job nothing: appending never waits for a
 reader, and a stalled follower simply falls behind. Order within a stream is exact; across
 the two streams it is the order the engine read them.
+
+Memory is bounded per job (``[plugins.memory] max_bytes_per_job``, 256 MiB by default): past
+it the oldest chunks are dropped. A follower reading live never notices; one that starts
+from the beginning, or falls that far behind, continues from the oldest chunk kept, and sees
+the gap in the chunks' offsets. A job writing without end must not take the server down.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping
 
+import attrs
+
 from worker_core import hookimpl
+from worker_core.config import Config
 from worker_core.model import Job, JobState
 from worker_core.notify import Notifier, wait_future
 from worker_core.output import Chunk, StartAt, StartPosition, Stream
@@ -22,21 +31,46 @@ from worker_core.output import Chunk, StartAt, StartPosition, Stream
 MAX_READ_BYTES = 4 << 20
 
 
-class JobLog:
-    """One job's output. Guarded by ``notifier``."""
+def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value}")
 
-    def __init__(self) -> None:
+
+@attrs.frozen
+class MemoryBrokerConfig:
+    #: Bytes of output kept per job; the oldest chunks are dropped past it.
+    max_bytes_per_job: int = attrs.field(default=256 << 20, validator=_positive)
+
+
+class JobLog:
+    """One job's output. Guarded by ``notifier``.
+
+    Chunk ``i`` (an absolute index, counting dropped ones) is ``chunks[i - first]``.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
         self.notifier = Notifier()
-        self.chunks: list[Chunk] = []
-        self.total = 0
+        self.chunks: deque[Chunk] = deque()
+        self.first = 0
+        self.kept_bytes = 0
+        self.max_bytes = max_bytes
         self.sizes: dict[Stream, int] = {Stream.STDOUT: 0, Stream.STDERR: 0}
         self.closed = False
+
+    @property
+    def end(self) -> int:
+        return self.first + len(self.chunks)
 
     def append(self, chunk: Chunk) -> None:
         with self.notifier:
             self.chunks.append(chunk)
-            self.total += len(chunk.data)
+            self.kept_bytes += len(chunk.data)
             self.sizes[chunk.stream] = chunk.end
+            # Keep at least the newest chunk, however large, so live followers lose nothing.
+            while self.kept_bytes > self.max_bytes and len(self.chunks) > 1:
+                dropped = self.chunks.popleft()
+                self.kept_bytes -= len(dropped.data)
+                self.first += 1
             self.notifier.notify_all()
 
     def close(self) -> None:
@@ -54,7 +88,7 @@ class LogFollower:
         self._detached = False
         with log.notifier:
             if start is StartAt.END:
-                self._index = len(log.chunks)
+                self._index = log.end
                 self._skip: dict[Stream, int] = {}
             else:
                 self._index = 0
@@ -67,8 +101,10 @@ class LogFollower:
             return None
         out: list[Chunk] = []
         budget = MAX_READ_BYTES
-        while self._index < len(log.chunks) and budget > 0:
-            chunk = log.chunks[self._index]
+        # Fallen behind what is kept: continue from the oldest chunk (the offsets show the gap).
+        self._index = max(self._index, log.first)
+        while self._index < log.end and budget > 0:
+            chunk = log.chunks[self._index - log.first]
             self._index += 1
             if chunk.stream not in self._streams:
                 continue
@@ -83,7 +119,7 @@ class LogFollower:
                 del self._skip[chunk.stream]
             out.append(chunk)
             budget -= len(chunk.data)
-        if not out and log.closed and self._index >= len(log.chunks):
+        if not out and log.closed and self._index >= log.end:
             return None
         return out
 
@@ -133,15 +169,20 @@ class MemoryBroker:
     def __init__(self) -> None:
         self._logs: dict[str, JobLog] = {}
         self._lock = threading.Lock()
+        self.config = MemoryBrokerConfig()
 
     def _log(self, job_id: str) -> JobLog:
         with self._lock:
             log = self._logs.get(job_id)
             if log is None:
-                log = self._logs[job_id] = JobLog()
+                log = self._logs[job_id] = JobLog(self.config.max_bytes_per_job)
             return log
 
     # hooks -------------------------------------------------------------------------------
+
+    @hookimpl
+    def worker_configure(self, config: Config) -> None:
+        self.config = config.section("memory", MemoryBrokerConfig)
 
     @hookimpl
     def output_store(self) -> MemoryBroker:
@@ -173,4 +214,4 @@ class MemoryBroker:
             self._logs.pop(job_id, None)
 
 
-__all__ = ["JobLog", "LogFollower", "MemoryBroker"]
+__all__ = ["JobLog", "LogFollower", "MemoryBroker", "MemoryBrokerConfig"]
