@@ -194,7 +194,8 @@ def test_with_cgroups_a_daemonized_grandchild_dies_when_the_job_exits(
 
 
 def test_many_concurrent_stops_agree_on_one_final_record(engine: Engine) -> None:
-    job = engine.submit(JobSpec("sh", args=["-c", "trap '' TERM; sleep 30"]))
+    job = engine.submit(JobSpec("sh", args=["-c", "trap '' TERM; echo $$; sleep 30"]))
+    read_pid_line(engine, job.id)  # the trap is set
     results: list[object] = []
     errors: list[BaseException] = []
 

@@ -39,6 +39,7 @@ from .model import (
 )
 from .output import BOTH_STREAMS, Chunk, Follower, OutputStore, StartAt, StartPosition, Stream
 from .plan import SpawnPlan
+from .validation import DEFAULT_PATH
 
 if TYPE_CHECKING:
     from .engine import AsyncEngine, Engine
@@ -59,6 +60,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "BOTH_STREAMS",
+    "DEFAULT_PATH",
     "PROJECT_NAME",
     "Action",
     "AsyncEngine",

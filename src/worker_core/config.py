@@ -22,15 +22,42 @@ from typing import Any, TypeVar
 
 import attrs
 import cattrs
+import cattrs.v
+from cattrs.strategies import configure_union_passthrough
 
 from .errors import ConfigError
 
 T = TypeVar("T")
 
 
+def _strict(kind: type[Any]) -> Any:
+    def structure(value: Any, _: type[Any]) -> Any:
+        # cattrs would coerce ("yes" -> True, 1024 -> "1024", "abc" -> ['a','b','c']); a
+        # config file with the wrong type is more likely a mistake than a wish.
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
+        return value
+
+    return structure
+
+
 def make_converter() -> cattrs.Converter:
-    """The project's converter: unknown keys are errors, never silently ignored."""
-    return cattrs.Converter(forbid_extra_keys=True)
+    """The project's converter: unknown keys are errors and types are not coerced."""
+    converter = cattrs.Converter(forbid_extra_keys=True)
+    for kind in (int, float, str, bool):
+        converter.register_structure_hook(kind, _strict(kind))
+    # Unions of plain types (``int | str``: "1024" or 1024) are checked by isinstance.
+    configure_union_passthrough(int | float | str | bool | None, converter)
+    return converter
+
+
+def _describe(exc: BaseException, kind: type[Any] | None) -> str:
+    # Keep the message a validator or a strict hook wrote; cattrs' default drops it.
+    if isinstance(exc, ValueError | TypeError) and str(exc):
+        return str(exc)
+    return cattrs.v.format_exception(exc, kind)
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -59,7 +86,7 @@ class EngineSettings:
 def _format_error(prefix: str, exc: BaseException) -> str:
     if isinstance(exc, cattrs.BaseValidationError | ValueError | TypeError):
         lines = (
-            cattrs.transform_error(exc, path=prefix)
+            cattrs.transform_error(exc, path=prefix, format_exception=_describe)
             if isinstance(exc, cattrs.BaseValidationError)
             else [f"{exc} @ {prefix}"]
         )

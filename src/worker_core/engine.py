@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -60,6 +60,9 @@ class _Entry:
     kill_timer: Timer | None = None
     other_timers: list[Timer] = attrs.Factory(list)
     offsets: dict[Stream, int] = attrs.Factory(lambda: {Stream.STDOUT: 0, Stream.STDERR: 0})
+    # on_state_change events not yet delivered, and whether a thread is delivering them.
+    events: deque[tuple[Job, JobState | None]] = attrs.Factory(deque)
+    firing: bool = False
 
 
 class Engine:
@@ -189,7 +192,10 @@ class Engine:
     # -------------------------------------------------------------------------------------
 
     def _publish(self, entry: _Entry, job: Job) -> None:
-        """Store a new snapshot and wake waiters. Call with ``entry.notifier`` held."""
+        """Store a new snapshot and wake waiters. Call with ``entry.notifier`` held, then
+        :meth:`_fire_events` after releasing it."""
+        if job.state is not entry.job.state:
+            entry.events.append((job, entry.job.state))
         entry.job = job
         entry.version += 1
         entry.notifier.notify_all()
@@ -202,14 +208,27 @@ class Engine:
                 return None
             job = transition(entry.job, state, **changes)
             self._publish(entry, job)
-        self._fire_state_change(job, previous)
+        self._fire_events(entry)
         return job
 
-    def _fire_state_change(self, job: Job, previous: JobState | None) -> None:
-        try:
-            self.hooks.on_state_change(job, previous)
-        except Exception:
-            log.exception("job %s: an on_state_change hook failed", job.id)
+    def _fire_events(self, entry: _Entry) -> None:
+        """Fire the entry's queued ``on_state_change`` events, in order, outside any lock.
+
+        Transitions happen on several threads; whichever thread finds the queue idle delivers
+        every event queued meanwhile, so observers never see ENDED before RUNNING.
+        """
+        with entry.notifier:
+            if entry.firing:
+                return
+            entry.firing = True
+        while True:
+            with entry.notifier:
+                if not entry.events:
+                    entry.firing = False
+                    return
+                job, previous = entry.events.popleft()
+            for exc in self.hooks.on_state_change(job, previous):
+                log.error("job %s: an on_state_change hook failed: %r", job.id, exc)
 
     # -------------------------------------------------------------------------------------
     # submit
@@ -232,7 +251,9 @@ class Engine:
         with self._lock:
             self._check_open()
             self._jobs[job.id] = entry
-        self._fire_state_change(job, None)
+        with entry.notifier:
+            entry.events.append((job, None))
+        self._fire_events(entry)
 
         env = {"PATH": validation.DEFAULT_PATH, **spec.env, "WORKER_JOB_ID": job.id}
         plan = SpawnPlan(executable=executable, argv=[spec.command, *spec.args], env=env, cwd=cwd)
@@ -282,9 +303,8 @@ class Engine:
             self._publish(entry, running)
             entry.pidfd = pidfd
             entry.spawned = True
-        if previous is JobState.PENDING:
-            self._fire_state_change(running, previous)
-        else:
+        self._fire_events(entry)
+        if previous is not JobState.PENDING:
             self._deliver_stop(entry, self._settings.stop_grace, force=False)
         if job.spec.timeout is not None:
             assert self._scheduler is not None
@@ -465,7 +485,8 @@ class Engine:
             return
         offset = entry.offsets[stream]
         entry.offsets[stream] = offset + len(data)
-        self.hooks.on_output(entry.job, Chunk(job_id, stream, offset, data))
+        for exc in self.hooks.on_output(entry.job, Chunk(job_id, stream, offset, data)):
+            log.error("job %s: an on_output hook failed: %r", job_id, exc)
 
     def follow(
         self,
@@ -628,7 +649,7 @@ class Engine:
                 self._publish(entry, moved)
             spawned = entry.spawned
         if moved is not None:
-            self._fire_state_change(moved, previous)
+            self._fire_events(entry)
         if not first and not force:
             return  # already stopping: the first request's escalation stands
         if spawned:

@@ -158,7 +158,23 @@ class Hooks:
         return self._pm
 
     def has_authorizer(self) -> bool:
-        return bool(self._pm.hook.authorize.get_hookimpls())
+        # A wrapper only observes or adjusts the others' answers (an audit log): it is not an
+        # authority, so loading one alone must not turn "no authorizer" into "deny all".
+        return any(not (i.wrapper or i.hookwrapper) for i in self._pm.hook.authorize.get_hookimpls())
+
+    def _call_each(self, hook_name: str, **kwargs: Any) -> list[BaseException]:
+        """Call every (non-wrapper) implementation in isolation: one raising must not keep the
+        others, the output store last among them, from seeing the event."""
+        errors: list[BaseException] = []
+        # pluggy's order: last registered first; wrappers are not meaningful for these hooks.
+        for impl in reversed(getattr(self._pm.hook, hook_name).get_hookimpls()):
+            if impl.wrapper or impl.hookwrapper:
+                continue
+            try:
+                impl.function(*(kwargs[name] for name in impl.argnames))
+            except Exception as exc:
+                errors.append(exc)
+        return errors
 
     def configure(self, engine: Engine, config: Config) -> None:
         self._pm.hook.worker_configure(engine=engine, config=config)
@@ -183,20 +199,11 @@ class Hooks:
         return bool(self._pm.hook.signal_job(job=job, signum=signum))
 
     def post_exit(self, job: Job, result: ExitResult) -> list[BaseException]:
-        """Call every ``post_exit``, each in isolation: one failing must not skip the others' cleanup."""
-        errors: list[BaseException] = []
-        # pluggy's order: last registered first; wrappers are not meaningful for a cleanup hook.
-        for impl in reversed(self._pm.hook.post_exit.get_hookimpls()):
-            if impl.wrapper or impl.hookwrapper:
-                continue
-            try:
-                impl.function(job=job, result=result)
-            except Exception as exc:
-                errors.append(exc)
-        return errors
+        """Every ``post_exit``, each in isolation: one failing must not skip the others' cleanup."""
+        return self._call_each("post_exit", job=job, result=result)
 
-    def on_state_change(self, job: Job, previous: JobState | None) -> None:
-        self._pm.hook.on_state_change(job=job, previous=previous)
+    def on_state_change(self, job: Job, previous: JobState | None) -> list[BaseException]:
+        return self._call_each("on_state_change", job=job, previous=previous)
 
     def authorize(self, principal: Principal, action: Action, job: Job | None) -> bool:
         answers = self._pm.hook.authorize(principal=principal, action=action, job=job)
@@ -206,8 +213,8 @@ class Hooks:
             return any(a is True for a in answers)
         return True
 
-    def on_output(self, job: Job, chunk: Chunk) -> None:
-        self._pm.hook.on_output(job=job, chunk=chunk)
+    def on_output(self, job: Job, chunk: Chunk) -> list[BaseException]:
+        return self._call_each("on_output", job=job, chunk=chunk)
 
     def output_store(self) -> OutputStore | None:
         store: OutputStore | None = self._pm.hook.output_store()

@@ -26,6 +26,12 @@ def _no_nul(field: str, value: str) -> None:
         raise InvalidSpec(field, f"must be a string, got {type(value).__name__}")
     if "\0" in value:
         raise InvalidSpec(field, "contains a NUL byte")
+    try:
+        # Lone surrogates other than surrogateescape's (which stand for raw bytes) have no
+        # byte form the kernel could take.
+        value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise InvalidSpec(field, "is not valid text (it has an unpaired surrogate)") from None
 
 
 def check_strings(spec: JobSpec, max_bytes: int) -> None:

@@ -1,0 +1,143 @@
+"""docs/PLUGIN_GUIDE.md stays true to the code, and the example plugins are installed and load.
+
+- Every hook spec has a section in the guide with its exact signature, and the firstresult
+  ones say so.
+- Every spawn-plan field is in the guide's table.
+- Every example plugin under examples/plugins/ (found from its pyproject.toml, so a new one is
+  covered without touching this file) is listed by ``worker plugins --json`` from its own
+  distribution, loads without error, and implements the hooks its README promises.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from click.testing import CliRunner
+
+from worker_core import SpawnPlan, hookspecs
+from worker_core.cli_root import build_cli
+from worker_core.plugins import ENTRY_POINT_GROUP
+
+ROOT = Path(__file__).resolve().parent.parent
+GUIDE = ROOT / "docs" / "PLUGIN_GUIDE.md"
+EXAMPLES = sorted((ROOT / "examples" / "plugins").glob("*/pyproject.toml"))
+
+#: The hooks each example is documented to implement (its README and the guide say so).
+EXAMPLE_HOOKS = {
+    "rlimits": ["pre_spawn", "validate_spec", "worker_configure"],
+    "allowlist": ["authorize", "pre_spawn", "worker_configure"],
+    "audit": [
+        "authorize",
+        "on_state_change",
+        "worker_configure",
+        "worker_shutdown",
+        "worker_startup",
+    ],
+}
+
+
+def hook_specs() -> dict[str, Any]:
+    """Every function in hookspecs marked with the project's spec marker, by name."""
+    marker = f"{hookspecs.PROJECT_NAME}_spec"
+    return {
+        name: fn
+        for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+        if hasattr(fn, marker)
+    }
+
+
+def guide_section(text: str, name: str) -> str:
+    """The text under ``### name`` up to the next heading."""
+    match = re.search(rf"^### {re.escape(name)}\n(.*?)(?=^#{{2,3}} )", text, re.M | re.S)
+    assert match, f"docs/PLUGIN_GUIDE.md has no '### {name}' section"
+    return match.group(1)
+
+
+def test_the_spec_list_is_not_empty():
+    assert {"pre_spawn", "post_exit", "authorize", "on_output"} <= set(hook_specs())
+
+
+@pytest.mark.parametrize("name", sorted(hook_specs()))
+def test_every_hook_is_documented_with_its_signature(name):
+    text = GUIDE.read_text()
+    fn = hook_specs()[name]
+    params = list(inspect.signature(fn).parameters)
+    section = guide_section(text, name)
+    # The section opens with the typed signature: `name(a: A, b: B) -> R`.
+    signature = re.search(rf"`{name}\(([^)]*)\)", section)
+    assert signature, f"the guide's {name} section does not give its signature"
+    documented = [p.split(":")[0].strip() for p in signature.group(1).split(",") if p.strip()]
+    assert documented == params, f"{name}: the guide says {documented}, the spec has {params}"
+    assert f"[`{name}({', '.join(params)})`](#{name})" in text, f"the hook table lacks {name}"
+    firstresult = getattr(fn, f"{hookspecs.PROJECT_NAME}_spec").get("firstresult", False)
+    assert ("firstresult" in section) == firstresult, (
+        f"{name}: the guide must say 'firstresult' exactly when the spec is firstresult"
+    )
+
+
+@pytest.mark.parametrize("field", [f.name for f in attrs.fields(SpawnPlan)])
+def test_every_spawn_plan_field_is_documented(field):
+    assert re.search(rf"^\|[^\n]*`{field}: ", GUIDE.read_text(), re.M), (
+        f"the guide's spawn-plan table lacks {field}"
+    )
+
+
+@pytest.fixture(scope="module")
+def plugin_rows() -> dict[str, dict[str, Any]]:
+    """``worker plugins --json``, with every example marked enabled (so a load error fails)."""
+    names = [
+        name
+        for pyproject in EXAMPLES
+        for name in tomllib.loads(pyproject.read_text())["project"]["entry-points"][
+            ENTRY_POINT_GROUP
+        ]
+    ]
+    result = CliRunner().invoke(build_cli(), ["plugins", "--json", "--plugins", ",".join(names)])
+    rows = json.loads(result.stdout)
+    return {row["name"]: row for row in rows}
+
+
+def test_there_are_examples():
+    assert {p.parent.name for p in EXAMPLES} >= {
+        "worker-rlimits",
+        "worker-allowlist",
+        "worker-audit",
+    }
+
+
+@pytest.mark.parametrize("pyproject", EXAMPLES, ids=lambda p: p.parent.name)
+def test_each_example_is_installed_and_listed_with_its_hooks(pyproject, plugin_rows):
+    project = tomllib.loads(pyproject.read_text())["project"]
+    entry_points = project["entry-points"][ENTRY_POINT_GROUP]
+    assert entry_points, f"{pyproject}: no {ENTRY_POINT_GROUP} entry point"
+    for name, value in entry_points.items():
+        row = plugin_rows.get(name)
+        assert row is not None, (
+            f"plugin {name!r} is not installed: pip install -e {pyproject.parent} (scripts/setup does)"
+        )
+        assert row["distribution"] == project["name"]
+        assert row["version"] == project["version"]
+        assert row["object"] == value
+        assert row["enabled"] is True
+        assert row["error"] is None, row["error"]
+        assert row["hooks"], f"plugin {name!r} implements no hook"
+        if name in EXAMPLE_HOOKS:
+            assert row["hooks"] == EXAMPLE_HOOKS[name]
+
+
+@pytest.mark.parametrize("pyproject", EXAMPLES, ids=lambda p: p.parent.name)
+def test_each_example_has_a_readme_and_tests(pyproject):
+    folder = pyproject.parent
+    assert (folder / "README.md").is_file()
+    tests = list((folder / "tests").glob("test_*.py"))
+    assert tests, f"{folder} has no tests"
+    # Collected by basename from the repository root: no package markers, no conftest.
+    assert not (folder / "tests" / "__init__.py").exists()
+    assert not list(folder.rglob("conftest.py"))
