@@ -100,6 +100,16 @@ class Config:
 
     engine: EngineSettings = attrs.field(factory=EngineSettings)
     plugins: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    #: The file this configuration was read from, if any.
+    source: Path | None = None
+
+    def resolve_path(self, value: str | Path) -> Path:
+        """A path from the configuration: relative ones are relative to the config file's
+        directory (the current directory for a configuration built in code)."""
+        path = Path(value).expanduser()
+        if path.is_absolute() or self.source is None:
+            return path
+        return self.source.parent / path
 
     def section(self, plugin: str, cls: type[T]) -> T:
         """Plugin ``plugin``'s section, structured into ``cls`` (defaults where absent)."""
@@ -138,6 +148,6 @@ class Config:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
         try:
-            return cls.from_mapping(data)
+            return attrs.evolve(cls.from_mapping(data), source=path.absolute())
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from exc

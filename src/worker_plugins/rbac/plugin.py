@@ -1,0 +1,97 @@
+"""The ``rbac`` plugin: the caller's certificate Common Name -> roles -> permissions.
+
+Configuration::
+
+    [plugins.rbac]
+    policy = "policy.toml"   # relative to the config file's directory
+
+The policy (see :mod:`.policy`) is read and validated when the engine is constructed, so a
+mistake in it stops the server from starting instead of denying calls later.
+
+Once loaded, this plugin is the authority: it answers every ``authorize`` call ``True`` or
+``False``, never abstains, and a name the policy does not list may do nothing. Other
+authorization plugins compose with it (any ``False`` denies), so a restricting plugin such as
+``allowlist`` narrows what a role allows. For READ and STOP the engine turns a denial into
+"not found", so a caller cannot even learn that another's job exists.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from worker_core import hookimpl
+from worker_core.config import Config
+from worker_core.errors import ConfigError
+from worker_core.model import Action, Job, Principal
+
+from .policy import Permission, Policy, load
+
+SECTION = "rbac"
+
+
+@attrs.frozen
+class RbacConfig:
+    """The ``[plugins.rbac]`` section."""
+
+    #: Path of the policy file (TOML). A relative path is relative to the directory of the
+    #: config file it was read from (the current directory for a Config built in code).
+    policy: str
+
+
+def _owns(principal: Principal, job: Job) -> bool:
+    # By name, like every identity check here: the name is the certificate's CN.
+    return job.owner_name == principal.name
+
+
+def decide(
+    permissions: frozenset[Permission], principal: Principal, action: Action, job: Job | None
+) -> bool:
+    """Whether ``permissions`` allow ``principal`` to perform ``action`` on ``job``.
+
+    ``job`` is None when the engine asks about an action in general (listing jobs): the
+    answer is then whether the principal could perform it on some job; the engine asks
+    again for each one.
+    """
+    if action is Action.SUBMIT:
+        return Permission.SUBMIT in permissions
+    if action is Action.STOP:
+        every, own = Permission.STOP_ALL, Permission.STOP_OWN
+    elif action is Action.READ:
+        every, own = Permission.READ_ALL, Permission.READ_OWN
+    else:  # an action added to the engine that this policy has no word for: deny
+        return False
+    if every in permissions:
+        return True
+    if own not in permissions:
+        return False
+    return job is None or _owns(principal, job)
+
+
+class RbacPlugin:
+    """Authorizes every call by the principal's roles in the policy file."""
+
+    def __init__(self) -> None:
+        # No policy until worker_configure: until then everything is denied (fail closed).
+        # Construction stays cheap and side-effect free: `worker` loads every plugin to let
+        # it add commands.
+        self._policy = Policy()
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @hookimpl
+    def worker_configure(self, config: Config) -> None:
+        """Read ``[plugins.rbac]`` and load the policy it names; any error aborts startup."""
+        if "policy" not in config.plugins.get(SECTION, {}):
+            raise ConfigError(
+                "the rbac plugin needs a policy file: set [plugins.rbac] "
+                'policy = "path/to/policy.toml" in the config file'
+            )
+        settings = config.section(SECTION, RbacConfig)
+        self._policy = load(config.resolve_path(settings.policy))
+
+    @hookimpl
+    def authorize(self, principal: Principal, action: Action, job: Job | None) -> bool:
+        """Allow or deny by the policy; a name the policy does not list is denied."""
+        return decide(self._policy.permissions(principal), principal, action, job)
