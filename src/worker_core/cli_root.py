@@ -8,6 +8,7 @@ same way a third-party plugin adds its own.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -50,5 +51,8 @@ def build_cli() -> click.Group:
 
 
 def main() -> None:
+    # gRPC reads its log level once, when first imported (while plugins load): without this
+    # a refused TLS handshake prints a C-core log line after our own one-line error.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     group = build_cli()
     sys.exit(group.main(prog_name="worker", standalone_mode=True))
