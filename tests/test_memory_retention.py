@@ -42,3 +42,20 @@ def test_retention_cap_keeps_memory_bounded_without_starving_live_followers() ->
         offsets = [c.offset for c in behind]
         assert offsets == sorted(offsets)
         assert engine.output(job.id, Stream.STDOUT) == b"x" * kept
+
+
+def test_overall_budget_drops_the_output_of_the_longest_finished_jobs_first() -> None:
+    config = Config.from_mapping({"plugins": {"memory": {"max_total_bytes": 3 << 20}}})
+    writer = "import sys; sys.stdout.buffer.write(b'y' * (1 << 20))"
+    with Engine(config=config) as engine:
+        jobs = []
+        for _ in range(5):
+            job = engine.submit(JobSpec(sys.executable, args=["-c", writer]))
+            assert engine.wait(job.id, 10).exit_code == 0
+            jobs.append(job.id)
+        store = engine.plugin_manager.get_plugin("memory")
+        assert store.kept_bytes() <= 3 << 20
+        kept = [len(engine.output(job_id)) for job_id in jobs]
+        assert kept[-1] == 1 << 20, "the newest output is kept"
+        assert kept[0] == 0, "the longest-finished job's output went first"
+        assert engine.get(jobs[0]).exit_code == 0, "its record stays"

@@ -51,6 +51,7 @@ NAMESPACE_FLAGS = {
 }
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
@@ -313,6 +314,9 @@ class Launcher:
         self.sock = sock
         self.jobs: dict[int, dict[str, Any]] = {}  # pid -> {"job": id, "cgroup_procs": [...]}
         self.pid = os.getpid()
+        # Orphans of jobs (a daemon whose parent exited) are reparented here rather than to
+        # init: they are reaped, and they are still found and killed when the engine goes.
+        _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         _default_all_signals()
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.wake_r = wake_r
@@ -478,10 +482,12 @@ class Launcher:
         self.send({"op": "signalled", "id": message["id"], "delivered": delivered})
 
     def _signal_tree(self, pid: int, signum: int) -> None:
+        # List the descendants first: once the group is signalled the job may die at once, and
+        # a child that left its session would be reparented out of reach of the walk.
+        below = _descendants(pid)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signum)
-        # Children that started their own session are out of the group but still below the job.
-        for child in _descendants(pid):
+        for child in below:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(child, signum)
 
@@ -524,6 +530,10 @@ class Launcher:
             self._signal_tree(pid, signal.SIGKILL)
             for procs in entry["cgroup_procs"]:
                 self._kill_cgroup(procs)
+        # Whatever else is below the launcher: orphans of jobs, reparented here.
+        for orphan in _descendants(self.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(orphan, signal.SIGKILL)
         deadline = time.monotonic() + 5.0
         while self.jobs and time.monotonic() < deadline:
             self.reap()

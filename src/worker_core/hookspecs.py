@@ -104,7 +104,9 @@ def signal_job(job: Job, signum: int) -> bool | None:
     one the engine signals the job's process group and its descendants through the launcher,
     which never signals a PID it has reaped.
 
-    Fires on the thread stopping the job. Stops at the first non-None result.
+    Fires on the thread stopping the job, on the scheduler thread (the SIGKILL after a grace
+    period, time limits) and on a finalizer thread (clean-up after exit).
+    Stops at the first non-None result.
     """
 
 
@@ -168,7 +170,7 @@ def on_output(job: Job, chunk: Chunk) -> None:
 def output_store() -> OutputStore | None:
     """The store followers read from (the built-in ``memory`` broker by default).
 
-    Called once at engine start. Stops at the first non-None result.
+    Fires once, on the thread calling :meth:`Engine.start`. Stops at the first non-None result.
     """
 
 
@@ -181,6 +183,6 @@ def output_store() -> OutputStore | None:
 def register_commands(cli: click.Group) -> None:
     """Add commands to the ``worker`` command line (``serve``, ``job``, ``run``, ``certs``...).
 
-    Called when the ``worker`` program starts, for every installed plugin, before arguments
-    are parsed. A plugin adds its commands with ``cli.add_command(...)``.
+    Fires on the main thread when the ``worker`` program starts, for every installed plugin,
+    before arguments are parsed. A plugin adds its commands with ``cli.add_command(...)``.
     """

@@ -132,7 +132,7 @@ def _freeze_str_map(value: Mapping[str, str] | None) -> Mapping[str, str]:
     return dict(value or {})
 
 
-@attrs.frozen
+@attrs.frozen(hash=False)  # holds mappings: compares by value, not hashable (key by job.id)
 class JobSpec:
     """What to run and under which constraints. Plain data; validated by :mod:`worker_core.validation`.
 
@@ -185,7 +185,7 @@ class Principal:
     name: str
 
 
-@attrs.frozen
+@attrs.frozen(hash=False)  # holds mappings: compares by value, not hashable (key by job.id)
 class Job:
     """An immutable snapshot of a job's record. The engine publishes a new one on every change."""
 

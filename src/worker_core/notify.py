@@ -56,6 +56,10 @@ class Notifier:
         from a coroutine; await it after releasing."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
+        if len(self._futures) >= 64:
+            # Waiters that gave up (a cancelled stream on a quiet job) would otherwise stay
+            # here until the next notification.
+            self._futures = [(lp, f) for lp, f in self._futures if not f.done()]
         self._futures.append((loop, future))
         return future
 

@@ -9,13 +9,15 @@ Memory is bounded per job (``[plugins.memory] max_bytes_per_job``, 256 MiB by de
 it the oldest chunks are dropped. A follower reading live never notices; one that starts
 from the beginning, or falls that far behind, continues from the oldest chunk kept, and sees
 the gap in the chunks' offsets. A job writing without end must not take the server down.
+Memory is bounded in all too (``max_total_bytes``, 2 GiB by default): past it the output of
+finished jobs is dropped, the longest-finished first; their records stay.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Iterator, Mapping
 
 import attrs
@@ -40,6 +42,8 @@ def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> 
 class MemoryBrokerConfig:
     #: Bytes of output kept per job; the oldest chunks are dropped past it.
     max_bytes_per_job: int = attrs.field(default=256 << 20, validator=_positive)
+    #: Bytes of output kept for all jobs; finished jobs' output is dropped past it, oldest first.
+    max_total_bytes: int = attrs.field(default=2 << 30, validator=_positive)
 
 
 class JobLog:
@@ -61,8 +65,10 @@ class JobLog:
     def end(self) -> int:
         return self.first + len(self.chunks)
 
-    def append(self, chunk: Chunk) -> None:
+    def append(self, chunk: Chunk) -> int:
+        """Add a chunk; return the change in bytes kept."""
         with self.notifier:
+            before = self.kept_bytes
             self.chunks.append(chunk)
             self.kept_bytes += len(chunk.data)
             self.sizes[chunk.stream] = chunk.end
@@ -72,6 +78,16 @@ class JobLog:
                 self.kept_bytes -= len(dropped.data)
                 self.first += 1
             self.notifier.notify_all()
+            return self.kept_bytes - before
+
+    def drop_all(self) -> int:
+        """Drop every chunk (the sizes stay); return the bytes freed."""
+        with self.notifier:
+            freed, self.kept_bytes = self.kept_bytes, 0
+            self.first += len(self.chunks)
+            self.chunks.clear()
+            self.notifier.notify_all()
+            return freed
 
     def close(self) -> None:
         with self.notifier:
@@ -169,6 +185,8 @@ class MemoryBroker:
     def __init__(self) -> None:
         self._logs: dict[str, JobLog] = {}
         self._lock = threading.Lock()
+        self._total = 0  # bytes kept across all logs
+        self._finished: OrderedDict[str, None] = OrderedDict()  # ended jobs, in order of ending
         self.config = MemoryBrokerConfig()
 
     def _log(self, job_id: str) -> JobLog:
@@ -194,10 +212,20 @@ class MemoryBroker:
             self._log(job.id)
         elif job.state is JobState.ENDED:
             self._log(job.id).close()
+            with self._lock:
+                self._finished[job.id] = None
 
     @hookimpl
     def on_output(self, job: Job, chunk: Chunk) -> None:
-        self._log(job.id).append(chunk)
+        added = self._log(job.id).append(chunk)
+        with self._lock:
+            self._total += added
+            # Over the overall budget: the output of the longest-finished jobs goes first.
+            while self._total > self.config.max_total_bytes and self._finished:
+                old, _ = self._finished.popitem(last=False)
+                log = self._logs.get(old)
+                if log is not None:
+                    self._total -= log.drop_all()
 
     # OutputStore -------------------------------------------------------------------------
 
@@ -211,7 +239,15 @@ class MemoryBroker:
 
     def discard(self, job_id: str) -> None:
         with self._lock:
-            self._logs.pop(job_id, None)
+            log = self._logs.pop(job_id, None)
+            self._finished.pop(job_id, None)
+            if log is not None:
+                self._total -= log.drop_all()
+
+    def kept_bytes(self) -> int:
+        """Bytes of output held for all jobs."""
+        with self._lock:
+            return self._total
 
 
 __all__ = ["JobLog", "LogFollower", "MemoryBroker", "MemoryBrokerConfig"]

@@ -1,0 +1,139 @@
+"""Shared helpers for the engine, broker, model and plugin-loading tests.
+
+Everything waits with a bound: a test that hangs tells nobody anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from worker_core import Chunk, Config, Engine, Job, JobState, Stream, hookimpl
+
+PY = sys.executable
+
+#: Short timings so stops and lingering pipes do not slow the suite down.
+FAST = {"engine": {"stop_grace": 2.0, "kill_timeout": 3.0, "output_linger": 0.5}}
+
+
+def fast_config(**engine: Any) -> Config:
+    return Config.from_mapping({"engine": {**FAST["engine"], **engine}})
+
+
+@contextlib.contextmanager
+def running_engine(plugins: Any = None, **engine_settings: Any) -> Iterator[Engine]:
+    """An engine with short timings, closed (every job stopped) on the way out."""
+    with Engine(plugins, fast_config(**engine_settings)) as engine:
+        yield engine
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.01) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def wait_dead(pid: int, timeout: float = 5.0) -> bool:
+    return wait_until(lambda: not alive(pid), timeout)
+
+
+def kill_if_alive(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, 9)
+
+
+def read_lines(engine: Engine, job_id: str, count: int, timeout: float = 5.0) -> list[str]:
+    """The first ``count`` lines of the job's stdout, waiting (bounded) for them."""
+    ok = wait_until(lambda: engine.output(job_id).count(b"\n") >= count, timeout)
+    out = engine.output(job_id)
+    assert ok, f"the job printed {out!r}, expected {count} lines"
+    return out.decode().splitlines()[:count]
+
+
+def read_pid_line(engine: Engine, job_id: str, timeout: float = 5.0) -> int:
+    return int(read_lines(engine, job_id, 1, timeout)[0])
+
+
+def drain(follower: Any, timeout: float = 20.0) -> list[Chunk]:
+    """Every chunk until the follower ends; fails if that takes longer than ``timeout``."""
+    deadline = time.monotonic() + timeout
+    chunks: list[Chunk] = []
+    while True:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, "the follower did not end in time"
+        batch = follower.read(timeout=remaining)
+        if batch is None:
+            return chunks
+        chunks.extend(batch)
+
+
+def joined(chunks: list[Chunk], stream: Stream) -> bytes:
+    return b"".join(c.data for c in chunks if c.stream is stream)
+
+
+def assert_contiguous(chunks: list[Chunk], stream: Stream, start: int = 0) -> int:
+    """Offsets of ``stream``'s chunks follow each other without gap or overlap; returns the end."""
+    position = start
+    for chunk in chunks:
+        if chunk.stream is stream:
+            assert chunk.offset == position, f"{stream.value}: gap or overlap at {position}"
+            position = chunk.end
+    return position
+
+
+class Recorder:
+    """A throwaway plugin that records every job event it sees, in order, thread-safely."""
+
+    name = "test-recorder"
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def _add(self, kind: str, value: Any) -> None:
+        with self._lock:
+            self.events.append((kind, value))
+
+    def of(self, job_id: str) -> list[tuple[str, Any]]:
+        with self._lock:
+            return [(k, v) for k, v in self.events if v[0] == job_id]
+
+    def states(self, job_id: str) -> list[JobState]:
+        return [v[1] for k, v in self.of(job_id) if k == "state"]
+
+    def kinds(self, job_id: str) -> list[str]:
+        return [k for k, _ in self.of(job_id)]
+
+    @hookimpl
+    def on_state_change(self, job: Job, previous: JobState | None) -> None:
+        self._add("state", (job.id, job.state, previous))
+
+    @hookimpl
+    def pre_spawn(self, job: Job, plan: Any) -> None:
+        self._add("pre_spawn", (job.id, job.state))
+
+    @hookimpl
+    def on_output(self, job: Job, chunk: Chunk) -> None:
+        self._add("on_output", (job.id, chunk.stream, chunk.offset, len(chunk.data)))
+
+    @hookimpl
+    def post_exit(self, job: Job, result: Any) -> None:
+        self._add("post_exit", (job.id, result.exit_code, result.signal))
