@@ -1,0 +1,302 @@
+"""Conversions between the job model (:mod:`worker_core`) and the wire messages (``worker_pb2``).
+
+One module both ends share: the server turns requests into specs and records into messages,
+the client (``worker job``) turns messages back into :class:`~worker_core.Job` records for
+display. Input from the wire is untrusted: :func:`spec_from_pb` refuses anything the model
+cannot hold with :class:`~worker_core.errors.InvalidSpec` naming the field, so the server
+answers INVALID_ARGUMENT rather than failing somewhere deeper.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from worker_core.errors import InvalidSpec
+from worker_core.model import (
+    EndReason,
+    IOLimit,
+    Isolation,
+    Job,
+    JobSpec,
+    JobState,
+    Limits,
+    Principal,
+)
+from worker_core.output import BOTH_STREAMS, StartAt, StartPosition, Stream
+
+from . import worker_pb2 as pb
+
+#: The largest integer limit accepted: cgroup files take signed 64-bit values, and an
+#: unsigned wire value above this would be misread as negative by the kernel.
+MAX_INT_LIMIT = (1 << 63) - 1
+
+# ---------------------------------------------------------------------------------------------
+# enum tables (both directions); UNSPECIFIED never maps to a model value
+# ---------------------------------------------------------------------------------------------
+
+STREAM_TO_PB: Mapping[Stream, pb.Stream.ValueType] = {
+    Stream.STDOUT: pb.STREAM_STDOUT,
+    Stream.STDERR: pb.STREAM_STDERR,
+}
+STREAM_FROM_PB: Mapping[pb.Stream.ValueType, Stream] = {v: k for k, v in STREAM_TO_PB.items()}
+
+STATE_TO_PB: Mapping[JobState, pb.JobState.ValueType] = {
+    JobState.PENDING: pb.JOB_STATE_PENDING,
+    JobState.RUNNING: pb.JOB_STATE_RUNNING,
+    JobState.STOPPING: pb.JOB_STATE_STOPPING,
+    JobState.ENDED: pb.JOB_STATE_ENDED,
+}
+STATE_FROM_PB: Mapping[pb.JobState.ValueType, JobState] = {v: k for k, v in STATE_TO_PB.items()}
+
+END_REASON_TO_PB: Mapping[EndReason, pb.EndReason.ValueType] = {
+    EndReason.EXITED: pb.END_REASON_EXITED,
+    EndReason.STOPPED: pb.END_REASON_STOPPED,
+    EndReason.OOM_KILLED: pb.END_REASON_OOM_KILLED,
+    EndReason.TIMED_OUT: pb.END_REASON_TIMED_OUT,
+    EndReason.FAILED_TO_START: pb.END_REASON_FAILED_TO_START,
+    EndReason.LOST: pb.END_REASON_LOST,
+}
+END_REASON_FROM_PB: Mapping[pb.EndReason.ValueType, EndReason] = {
+    v: k for k, v in END_REASON_TO_PB.items()
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# JobSpec
+# ---------------------------------------------------------------------------------------------
+
+
+def _text(field: str, value: str) -> str:
+    # Protobuf guarantees valid UTF-8 but not the absence of NUL, which no exec argument,
+    # environment entry or path can carry.
+    if "\0" in value:
+        raise InvalidSpec(field, "contains a NUL byte")
+    return value
+
+
+def _int_limit(field: str, message: Any, name: str) -> int | None:
+    if not message.HasField(name):
+        return None
+    value: int = getattr(message, name)
+    if value > MAX_INT_LIMIT:
+        raise InvalidSpec(field, f"must be at most {MAX_INT_LIMIT}, got {value}")
+    return value  # 0 is refused by the model's validators ("must be positive")
+
+
+def _number(field: str, message: Any, name: str) -> float | None:
+    if not message.HasField(name):
+        return None
+    value: float = getattr(message, name)
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidSpec(field, f"must be a positive finite number, got {value}")
+    return value
+
+
+def _io_from_pb(i: int, io: pb.IOLimit) -> IOLimit:
+    prefix = f"limits.io[{i}]"
+    device = _text(f"{prefix}.device", io.device)
+    if not device:
+        raise InvalidSpec(f"{prefix}.device", "must name a block device or MAJ:MIN")
+    return IOLimit(
+        device=device,
+        read_bps=_int_limit(f"{prefix}.read_bps", io, "read_bps"),
+        write_bps=_int_limit(f"{prefix}.write_bps", io, "write_bps"),
+        read_iops=_int_limit(f"{prefix}.read_iops", io, "read_iops"),
+        write_iops=_int_limit(f"{prefix}.write_iops", io, "write_iops"),
+    )
+
+
+def _limits_from_pb(limits: pb.Limits) -> Limits:
+    return Limits(
+        memory_max=_int_limit("limits.memory_max", limits, "memory_max"),
+        memory_high=_int_limit("limits.memory_high", limits, "memory_high"),
+        cpu=_number("limits.cpu", limits, "cpu"),
+        cpu_weight=_int_limit("limits.cpu_weight", limits, "cpu_weight"),
+        io_weight=_int_limit("limits.io_weight", limits, "io_weight"),
+        io=[_io_from_pb(i, io) for i, io in enumerate(limits.io)],
+        pids_max=_int_limit("limits.pids_max", limits, "pids_max"),
+    )
+
+
+def _isolation_from_pb(isolation: pb.Isolation) -> Isolation:
+    return Isolation(
+        uid=isolation.uid if isolation.HasField("uid") else None,
+        gid=isolation.gid if isolation.HasField("gid") else None,
+    )
+
+
+def _str_map(field: str, values: Mapping[str, str]) -> dict[str, str]:
+    return {
+        _text(f"{field}[{key!r}]", key): _text(f"{field}[{key!r}]", value)
+        for key, value in values.items()
+    }
+
+
+def spec_from_pb(message: pb.JobSpec) -> JobSpec:
+    """A :class:`JobSpec` from a request; :class:`InvalidSpec` naming the field if malformed.
+
+    The engine validates further at submit (the command exists, the cwd exists, every limit
+    set is enforced by some plugin); this only refuses what cannot be represented.
+    """
+    if not message.command:
+        raise InvalidSpec("command", "must not be empty")
+    return JobSpec(
+        command=_text("command", message.command),
+        args=[_text(f"args[{i}]", arg) for i, arg in enumerate(message.args)],
+        env=_str_map("env", message.env),
+        cwd=_text("cwd", message.cwd) or "/",
+        limits=_limits_from_pb(message.limits),
+        isolation=_isolation_from_pb(message.isolation),
+        timeout=_number("timeout_seconds", message, "timeout_seconds"),
+        options=_str_map("options", message.options),
+    )
+
+
+def _io_to_pb(io: IOLimit) -> pb.IOLimit:
+    return pb.IOLimit(
+        device=io.device,
+        read_bps=io.read_bps,
+        write_bps=io.write_bps,
+        read_iops=io.read_iops,
+        write_iops=io.write_iops,
+    )
+
+
+def spec_to_pb(spec: JobSpec) -> pb.JobSpec:
+    """The wire form of ``spec``; unset (None) limits stay unset on the wire."""
+    limits = spec.limits
+    return pb.JobSpec(
+        command=spec.command,
+        args=list(spec.args),
+        env=dict(spec.env),
+        cwd=spec.cwd,
+        limits=pb.Limits(
+            memory_max=limits.memory_max,
+            memory_high=limits.memory_high,
+            cpu=limits.cpu,
+            cpu_weight=limits.cpu_weight,
+            io_weight=limits.io_weight,
+            io=[_io_to_pb(io) for io in limits.io],
+            pids_max=limits.pids_max,
+        ),
+        isolation=pb.Isolation(uid=spec.isolation.uid, gid=spec.isolation.gid),
+        timeout_seconds=spec.timeout,
+        options=dict(spec.options),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Job
+# ---------------------------------------------------------------------------------------------
+
+
+def fact_to_str(value: Any) -> str:
+    """A fact as a string on the wire: booleans as ``true``/``false``, numbers as ``repr``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return str(value)
+
+
+def job_to_pb(job: Job) -> pb.Job:
+    """The wire form of a job record; plugin facts become strings (see :func:`fact_to_str`)."""
+    return pb.Job(
+        id=job.id,
+        owner=job.owner_name or "",
+        spec=spec_to_pb(job.spec),
+        state=STATE_TO_PB[job.state],
+        pid=job.pid,
+        exit_code=job.exit_code,
+        signal=job.signal,
+        end_reason=(
+            END_REASON_TO_PB[job.end_reason]
+            if job.end_reason is not None
+            else pb.END_REASON_UNSPECIFIED
+        ),
+        message=job.message,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        ended_at=job.ended_at,
+        facts={key: fact_to_str(value) for key, value in job.facts.items()},
+    )
+
+
+def _optional(message: Any, name: str) -> Any:
+    return getattr(message, name) if message.HasField(name) else None
+
+
+def job_from_pb(message: pb.Job) -> Job:
+    """A :class:`Job` record from the wire, for display by a client.
+
+    Facts stay strings. The state and end reason a newer server might add are shown as
+    PENDING and None rather than refused, so an old client still displays the rest.
+    """
+    return Job(
+        id=message.id,
+        owner=Principal(message.owner) if message.owner else None,
+        spec=spec_from_pb(message.spec),
+        state=STATE_FROM_PB.get(message.state, JobState.PENDING),
+        pid=_optional(message, "pid"),
+        exit_code=_optional(message, "exit_code"),
+        signal=_optional(message, "signal"),
+        end_reason=END_REASON_FROM_PB.get(message.end_reason),
+        message=message.message,
+        created_at=message.created_at,
+        started_at=_optional(message, "started_at"),
+        ended_at=_optional(message, "ended_at"),
+        facts=dict(message.facts),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# request fields
+# ---------------------------------------------------------------------------------------------
+
+
+def states_from_pb(states: Iterable[int]) -> set[JobState] | None:
+    """The states a ListRequest filters on; None (every state) when empty."""
+    result: set[JobState] = set()
+    for i, value in enumerate(states):
+        state = STATE_FROM_PB.get(value)  # type: ignore[call-overload]
+        if state is None:
+            raise InvalidSpec(f"states[{i}]", f"unknown job state {value}")
+        result.add(state)
+    return result or None
+
+
+def streams_from_pb(stream: int) -> frozenset[Stream]:
+    """The streams a TailRequest asks for; STREAM_UNSPECIFIED means both."""
+    if stream == pb.STREAM_UNSPECIFIED:
+        return BOTH_STREAMS
+    found = STREAM_FROM_PB.get(stream)  # type: ignore[call-overload]
+    if found is None:
+        raise InvalidSpec("stream", f"unknown stream {stream}")
+    return frozenset({found})
+
+
+def start_from_pb(request: pb.TailRequest) -> StartPosition:
+    """Where a TailRequest starts: the beginning (default), the end, or per-stream offsets."""
+    which = request.WhichOneof("start")
+    if which == "from_end" and request.from_end:
+        return StartAt.END
+    if which == "from_offsets":
+        offsets = request.from_offsets
+        for name in ("stdout", "stderr"):
+            if getattr(offsets, name) > MAX_INT_LIMIT:
+                raise InvalidSpec(f"from_offsets.{name}", "offset out of range")
+        return {Stream.STDOUT: offsets.stdout, Stream.STDERR: offsets.stderr}
+    return StartAt.BEGINNING
+
+
+def start_to_pb(request: pb.TailRequest, start: StartPosition) -> None:
+    """Set the ``start`` oneof of ``request`` from a model start position (client side)."""
+    if start is StartAt.END:
+        request.from_end = True
+    elif start is StartAt.BEGINNING:
+        request.from_beginning = True
+    else:
+        request.from_offsets.stdout = start.get(Stream.STDOUT, 0)
+        request.from_offsets.stderr = start.get(Stream.STDERR, 0)

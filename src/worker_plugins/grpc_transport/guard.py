@@ -1,0 +1,193 @@
+"""The one wrapper around every RPC: identity, the per-client stream cap, and error mapping.
+
+It is a server interceptor, so it wraps every method the server registers, including one
+added to the proto later whose author forgot about authentication: a handler never runs
+without a verified principal. Handlers read that principal with :func:`current_principal`;
+authorization itself is the engine's (``authorize`` hooks), given the principal on every call.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn
+
+import grpc
+from grpc import aio
+
+from worker_core.errors import InvalidSpec
+from worker_core.model import Principal
+
+from .auth import Unauthenticated, peer_principal
+from .errors import FIELD_METADATA_KEY, INTERNAL_MESSAGE, status_for
+
+log = logging.getLogger("worker.grpc")
+
+# Set by the guard for the task serving one RPC (grpc.aio runs each RPC in its own task, so
+# the value never leaks to another call).
+_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("worker_grpc_principal")
+
+
+def current_principal() -> Principal:
+    """The verified caller of the RPC being served. Fails closed outside the guard."""
+    try:
+        return _principal.get()
+    except LookupError:
+        raise RuntimeError("no principal: the handler is not running behind the guard") from None
+
+
+class Undecodable:
+    """Stands in for a request whose bytes are not a valid message (invalid UTF-8 in a string
+    field, corrupt framing). gRPC decodes before any handler runs and would answer UNKNOWN with
+    the Python exception; the guard answers INVALID_ARGUMENT instead."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:
+            return Undecodable(str(exc) or type(exc).__name__)
+
+    return deserialize
+
+
+async def _refuse_undecodable(request: Any, context: aio.ServicerContext) -> None:
+    if isinstance(request, Undecodable):
+        await _abort(
+            context,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"the request is not a valid message: {request.error}",
+        )
+
+
+class Guard(aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped here
+    """Authenticates the caller, caps its concurrent streams and maps errors to statuses."""
+
+    def __init__(self, max_streams_per_client: int) -> None:
+        self._max_streams = max_streams_per_client
+        # Open response streams per CN. Touched only from the server's event loop.
+        self._streams: Counter[str] = Counter()
+
+    def open_streams(self, name: str) -> int:
+        """How many response streams ``name`` holds open now (for tests and diagnostics)."""
+        return self._streams[name]
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return None  # unknown method: gRPC answers UNIMPLEMENTED
+        wrap: dict[str, Any] = {
+            "request_deserializer": _tolerant(handler.request_deserializer),
+            "response_serializer": handler.response_serializer,
+        }
+        method = details.method
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, method), **wrap
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(handler.stream_unary, method), **wrap
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(handler.unary_stream, method), **wrap
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._stream(handler.stream_stream, method), **wrap
+        )
+
+    # -----------------------------------------------------------------------------------------
+
+    async def _authenticate(self, context: aio.ServicerContext) -> Principal:
+        try:
+            principal = peer_principal(context.auth_context())
+        except Unauthenticated as exc:
+            log.info("refused a call from %s: %s", _peer(context), exc)
+            await _abort(context, grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        _principal.set(principal)
+        return principal
+
+    async def _fail(self, context: aio.ServicerContext, exc: Exception, method: str) -> NoReturn:
+        """Abort the call with the status for ``exc``."""
+        mapped = status_for(exc)
+        if mapped is None:
+            log.error("unexpected error in %s from %s", method, _peer(context), exc_info=exc)
+            await _abort(context, grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+        code, message = mapped
+        metadata = ((FIELD_METADATA_KEY, exc.field),) if isinstance(exc, InvalidSpec) else ()
+        await _abort(context, code, message, metadata)
+
+    def _unary(
+        self, behavior: Callable[..., Awaitable[Any]], method: str
+    ) -> Callable[..., Awaitable[Any]]:
+        async def guarded(request: Any, context: aio.ServicerContext) -> Any:
+            await self._authenticate(context)
+            await _refuse_undecodable(request, context)
+            try:
+                return await behavior(request, context)
+            except aio.AbortError:
+                raise  # the handler chose its status already
+            except Exception as exc:
+                await self._fail(context, exc, method)
+
+        return guarded
+
+    def _stream(
+        self, behavior: Callable[..., AsyncIterator[Any]], method: str
+    ) -> Callable[..., Any]:
+        async def guarded(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+            principal = await self._authenticate(context)
+            await _refuse_undecodable(request, context)
+            name = principal.name
+            if self._streams[name] >= self._max_streams:
+                await _abort(
+                    context,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"{name!r} already holds {self._max_streams} open streams (the limit)",
+                )
+            self._streams[name] += 1
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except aio.AbortError:
+                raise
+            except Exception as exc:
+                await self._fail(context, exc, method)
+            finally:
+                self._streams[name] -= 1
+                if self._streams[name] <= 0:
+                    del self._streams[name]
+
+        return guarded
+
+
+async def _abort(
+    context: aio.ServicerContext,
+    code: grpc.StatusCode,
+    message: str,
+    metadata: tuple[tuple[str, str], ...] = (),
+) -> NoReturn:
+    """``context.abort``, typed: it ends the call by raising ``AbortError``."""
+    await context.abort(code, message, trailing_metadata=metadata)
+    raise AssertionError("ServicerContext.abort returned")
+
+
+def _peer(context: aio.ServicerContext) -> str:
+    try:
+        return str(context.peer())
+    except Exception:  # the connection may be gone already
+        return "?"

@@ -1,0 +1,182 @@
+"""A real engine behind a real mTLS gRPC server on 127.0.0.1, for the gRPC tests.
+
+A plain module (not a conftest) so each test module builds exactly the server it needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import attrs
+import grpc
+from grpc_certs import Identity, TestPKI, make_pki
+
+from worker_core.config import Config
+from worker_core.engine import Engine
+from worker_plugins.grpc_transport import worker_pb2 as pb
+from worker_plugins.grpc_transport import worker_pb2_grpc as pb_grpc
+from worker_plugins.grpc_transport.config import GrpcConfig
+from worker_plugins.grpc_transport.server import GrpcServer
+from worker_plugins.grpc_transport.tls import TlsFiles
+
+#: Bound on every RPC a test makes.
+RPC_TIMEOUT = 20.0
+
+
+@attrs.define
+class Harness:
+    engine: Engine
+    server: GrpcServer
+    pki: TestPKI
+    port: int
+    _channels: list[grpc.Channel] = attrs.Factory(list)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def channel(self, identity: Identity | None) -> grpc.Channel:
+        creds = grpc.ssl_channel_credentials(
+            self.pki.ca.pem,
+            identity.key if identity else None,
+            identity.cert if identity else None,
+        )
+        channel = grpc.secure_channel(
+            self.target, creds, options=[("grpc.max_receive_message_length", 64 << 20)]
+        )
+        self._channels.append(channel)
+        return channel
+
+    def stub(self, cn: str = "alice") -> pb_grpc.WorkerStub:
+        return pb_grpc.WorkerStub(self.channel(self.pki.client(cn)))
+
+    def stub_for(self, identity: Identity | None) -> pb_grpc.WorkerStub:
+        return pb_grpc.WorkerStub(self.channel(identity))
+
+    def close_channels(self) -> None:
+        for channel in self._channels:
+            channel.close()
+        self._channels.clear()
+
+
+@contextlib.contextmanager
+def running_server(
+    directory: Path,
+    plugins: Sequence[str | object] = (),
+    grpc_config: GrpcConfig | None = None,
+    config: Config | None = None,
+) -> Iterator[Harness]:
+    pki = make_pki(directory)
+    engine = Engine(list(plugins), config).start()
+    server = GrpcServer(engine, grpc_config)
+    try:
+        port = server.start(
+            "127.0.0.1", 0, TlsFiles(pki.ca_path, pki.server_cert_path, pki.server_key_path)
+        )
+        harness = Harness(engine, server, pki, port)
+        try:
+            yield harness
+        finally:
+            harness.close_channels()
+    finally:
+        # Jobs first (their followers end normally), then the server: the order `serve` uses.
+        engine.close(grace=0.5)
+        server.stop(1.0)
+
+
+def spec(*argv: str) -> pb.JobSpec:
+    return pb.JobSpec(command=argv[0], args=list(argv[1:]))
+
+
+def shell(script: str) -> pb.JobSpec:
+    return spec("/bin/sh", "-c", script)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        time.sleep(0.02)
+
+
+def pid_gone(pid: int) -> bool:
+    """True once ``pid`` no longer exists (or is only a zombie nobody reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat[stat.rfind(")") + 2 :].split()[0] == "Z"
+
+
+# --- `worker serve` as a subprocess ----------------------------------------------------------
+
+WORKER = [sys.executable, "-c", "from worker_core.cli_root import main; main()"]
+
+
+@attrs.define
+class ServeProcess:
+    process: subprocess.Popen[str]
+    port: int
+    pki: TestPKI
+    stderr_lines: list[str]
+
+    def stub(self, cn: str = "alice") -> pb_grpc.WorkerStub:
+        identity = self.pki.client(cn)
+        creds = grpc.ssl_channel_credentials(self.pki.ca.pem, identity.key, identity.cert)
+        return pb_grpc.WorkerStub(grpc.secure_channel(f"127.0.0.1:{self.port}", creds))
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.stderr_lines)
+
+
+@contextlib.contextmanager
+def serve_process(
+    directory: Path, *extra: str, worker: Sequence[str] = WORKER
+) -> Iterator[ServeProcess]:
+    """``worker serve`` on a free loopback port with fresh certificates; killed if left running."""
+    pki = make_pki(directory)
+    argv = [
+        *worker,
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--ca",
+        str(pki.ca_path),
+        "--cert",
+        str(pki.server_cert_path),
+        "--key",
+        str(pki.server_key_path),
+        *extra,
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_SSL_CIPHER_SUITES"}
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
+    lines: list[str] = []
+    assert process.stderr is not None
+    stream = process.stderr
+    reader = threading.Thread(target=lambda: lines.extend(stream), daemon=True)
+    reader.start()
+    try:
+        listening = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
+        wait_for(
+            lambda: any(listening.search(x) for x in lines) or process.poll() is not None,
+            timeout=30,
+            what="worker serve to listen",
+        )
+        match = next((m for x in lines if (m := listening.search(x))), None)
+        assert match, f"worker serve did not start: {''.join(lines)}"
+        yield ServeProcess(process, int(match.group(1)), pki, lines)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        reader.join(5)

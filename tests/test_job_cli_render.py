@@ -1,0 +1,77 @@
+"""The human views of ``worker job``: durations, outcomes, the list table."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker_core import EndReason, Job, JobSpec, JobState, Principal
+from worker_plugins.job_cli.follow import exit_status
+from worker_plugins.job_cli.render import duration, job_table, outcome, status_line
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.25, "250ms"), (12.34, "12.3s"), (245, "4m05s"), (7380, "2h03m"), (273600, "3d04h")],
+)
+def test_duration(seconds: float, text: str) -> None:
+    assert duration(seconds) == text
+
+
+def _ended(reason: EndReason, **changes: object) -> Job:
+    return Job(
+        id="j1",
+        owner=Principal("alice"),
+        spec=JobSpec("sleep", ("30",), timeout=2),
+        state=JobState.ENDED,
+        end_reason=reason,
+        created_at=100.0,
+        started_at=100.0,
+        ended_at=103.0,
+        **changes,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize(
+    ("job", "words", "status"),
+    [
+        (_ended(EndReason.EXITED, exit_code=3), "exited with code 3", (3, None)),
+        (_ended(EndReason.EXITED, signal=9), "killed by SIGKILL", (137, None)),
+        (_ended(EndReason.STOPPED, signal=15), "stopped on request (SIGTERM)", (1, "stopped")),
+        (_ended(EndReason.TIMED_OUT, signal=15), "timed out: ran past its 2s", (1, "timed out")),
+        (_ended(EndReason.OOM_KILLED, signal=9), "OOM killer", (1, "OOM killer")),
+        (
+            _ended(EndReason.FAILED_TO_START, message="exec: Permission denied"),
+            "failed to start: exec: Permission denied",
+            (1, "failed to start"),
+        ),
+    ],
+)
+def test_outcomes_and_wait_exit_status(
+    job: Job, words: str, status: tuple[int, str | None]
+) -> None:
+    assert words in outcome(job)
+    assert status_line(job) == f"j1 ended: {outcome(job)}"
+    code, message = exit_status(job)
+    assert code == status[0]
+    if status[1] is None:
+        assert message is None
+    else:
+        assert message is not None and status[1] in message
+
+
+def test_table_columns_line_up() -> None:
+    running = Job(
+        id="j2",
+        owner=None,
+        spec=JobSpec("sh", ("-c", "x" * 100)),
+        state=JobState.RUNNING,
+        pid=42,
+        created_at=90.0,
+        started_at=91.0,
+    )
+    text = job_table([_ended(EndReason.EXITED, exit_code=0), running], now=110.0)
+    header, first, second = text.splitlines()  # oldest first
+    assert header.index("COMMAND") == first.index("sh -c") == second.index("sleep 30")
+    assert first.split()[:6] == ["j2", "-", "running", "-", "20.0s", "19.0s"]
+    assert second.split()[:6] == ["j1", "alice", "exited", "0", "10.0s", "3.0s"]
+    assert first.endswith("...") and len(first.split("  ")[-1]) <= 60
