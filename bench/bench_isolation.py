@@ -10,24 +10,21 @@ with ``cgroups,netns,pidns``, each as a ratio to the plain engine and to
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
-import time
+import sys
 import uuid
 from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _common import median_seconds
 
 from worker_core import Config, Engine, JobSpec
 
 
-def median_ms(fn: Callable[[], object], runs: int, warmup: int = 10) -> float:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1e3
+def median_ms(fn: Callable[[], object], runs: int) -> float:
+    return median_seconds(fn, runs, warmup=10) * 1e3
 
 
 def engine_ms(plugins: str, runs: int) -> float:
@@ -54,7 +51,7 @@ def main() -> None:
     for plugins in ("cgroups", "cgroups,netns,pidns"):
         rows.append((f"engine + {plugins}", engine_ms(plugins, args.runs)))
     print(f"submit→exit of /bin/true, median of {args.runs} runs")
-    print(f"{'path':<30} {'ms':>8} {'× engine':>10} {'× subprocess':>14}")
+    print(f"{'path':<30} {'ms':>8} {'x engine':>10} {'x subprocess':>14}")
     for name, ms in rows:
         print(f"{name:<30} {ms:8.2f} {ms / plain:10.2f} {ms / baseline:14.2f}")
 

@@ -629,9 +629,13 @@ class Engine:
         """
         entry, grace = self._begin_stop(job_id, principal, grace, force)
         if timeout is None:
-            timeout = grace + self._settings.kill_timeout + self._settings.output_linger + 1.0
+            timeout = self._stop_wait(grace)
         self._wait_entry(entry, timeout)
         return entry.job
+
+    def _stop_wait(self, grace: float) -> float:
+        """How long a stop waits by default: the grace period, the SIGKILL, the output linger."""
+        return grace + self._settings.kill_timeout + self._settings.output_linger + 1.0
 
     def _begin_stop(
         self, job_id: str, principal: Principal | None, grace: float | None, force: bool
@@ -712,13 +716,7 @@ class Engine:
             entries = [e for e in self._jobs.values() if not e.job.is_finished]
         for entry in entries:
             self._request_stop(entry, EndReason.STOPPED, grace, force=False)
-        deadline = (
-            time.monotonic()
-            + grace
-            + self._settings.kill_timeout
-            + self._settings.output_linger
-            + 1.0
-        )
+        deadline = time.monotonic() + self._stop_wait(grace)
         for entry in entries:
             self._wait_entry(entry, max(0.0, deadline - time.monotonic()))
         return [entry.job for entry in entries]
@@ -844,10 +842,9 @@ class AsyncEngine:
         force: bool = False,
         timeout: float | None = None,
     ) -> Job:
-        settings = self._engine._settings
         entry, grace = await self._run(self._engine._begin_stop, job_id, principal, grace, force)
         if timeout is None:
-            timeout = grace + settings.kill_timeout + settings.output_linger + 1.0
+            timeout = self._engine._stop_wait(grace)
         return await self.wait(entry.job.id, timeout)
 
     def close(self) -> None:
