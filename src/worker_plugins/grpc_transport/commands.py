@@ -141,6 +141,7 @@ def serve_command(
     settings = attrs.evolve(transport.config, **{k: v for k, v in flags.items() if v is not None})
     try:
         host, port = parse_listen(settings.listen)
+
         # A flag's path is relative to where the command runs; a config file's, to that file.
         def tls_path(key: str) -> Path:
             flag = flags.get(key)

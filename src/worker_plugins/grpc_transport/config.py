@@ -45,6 +45,8 @@ class GrpcConfig:
     #: Largest output message of a Tail stream; adjacent chunks are merged up to it.
     tail_message_bytes: int = attrs.field(default=1 << 20, validator=_at_least_one)
     #: Seconds between keepalive pings and how long to wait for the answer: a follower whose
-    #: host vanished (no FIN, no RST) is dropped after about their sum.
+    #: host vanished (no FIN, no RST) is dropped after about their sum. The answer can queue
+    #: behind megabytes of output on a busy stream, so the timeout is generous (under heavy
+    #: load a 5 s one dropped live followers).
     keepalive_time: float = attrs.field(default=5.0, validator=_positive)
-    keepalive_timeout: float = attrs.field(default=5.0, validator=_positive)
+    keepalive_timeout: float = attrs.field(default=20.0, validator=_positive)

@@ -175,6 +175,22 @@ class Guard(aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped her
         return guarded
 
 
+#: Status details and trailers echo client input (an id, a path): past a few KiB the client's
+#: metadata limit would turn the status into RESOURCE_EXHAUSTED, so they are cut short.
+MAX_MESSAGE_CHARS = 512
+MAX_FIELD_CHARS = 256
+
+
+def _shorten(text: str, limit: int, ellipsis: str = "…") -> str:
+    return text if len(text) <= limit else text[: limit - len(ellipsis)] + ellipsis
+
+
+def _metadata_value(text: str) -> str:
+    # A metadata value must be printable ASCII; a field name may carry any key a client sent.
+    printable = "".join(c if " " <= c <= "~" else ascii(c)[1:-1] for c in text)
+    return _shorten(printable, MAX_FIELD_CHARS, "...")
+
+
 async def _abort(
     context: aio.ServicerContext,
     code: grpc.StatusCode,
@@ -182,7 +198,8 @@ async def _abort(
     metadata: tuple[tuple[str, str], ...] = (),
 ) -> NoReturn:
     """``context.abort``, typed: it ends the call by raising ``AbortError``."""
-    await context.abort(code, message, trailing_metadata=metadata)
+    safe = tuple((key, _metadata_value(value)) for key, value in metadata)
+    await context.abort(code, _shorten(message, MAX_MESSAGE_CHARS), trailing_metadata=safe)
     raise AssertionError("ServicerContext.abort returned")
 
 
