@@ -136,8 +136,18 @@ def test_unavailable_controller_is_refused_and_nothing_created(tmp_path: Path) -
 def test_sigkill_writes_cgroup_kill(tree: Path) -> None:
     b = backend(tree)
     b.create("job1", Limits())
+    # The fake kernel: a process is in the cgroup (cgroup.kill does the killing, not us).
+    (tree / PARENT / "job1" / "cgroup.procs").write_text("999999999\n")
     b.kill("job1", signal.SIGKILL)
     assert read(tree / PARENT / "job1" / "cgroup.kill") == "1"
+    assert not (tree / PARENT / "job1" / "cgroup.freeze").exists()
+
+
+def test_an_empty_cgroup_is_neither_frozen_nor_killed(tree: Path) -> None:
+    b = backend(tree)
+    b.create("job1", Limits())
+    b.kill("job1", signal.SIGKILL)
+    assert not (tree / PARENT / "job1" / "cgroup.kill").exists()
     assert not (tree / PARENT / "job1" / "cgroup.freeze").exists()
 
 
@@ -165,9 +175,16 @@ def test_a_stuck_freeze_is_bounded(tmp_path: Path) -> None:
     root = make_tree(tmp_path / "cg", omit=["cgroup.kill"])
     b = backend(root)
     b.create("job1", Limits())
-    (root / PARENT / "job1" / "cgroup.events").write_text("populated 1\nfrozen 0\n")
-    b.kill("job1", signal.SIGTERM)  # returns after freeze_timeout (0.2 s) with nobody to signal
-    assert read(root / PARENT / "job1" / "cgroup.freeze") == "0"
+    held = Held("import time; time.sleep(60)")
+    try:
+        # The fake kernel: a process is in the cgroup, and the freeze never takes effect.
+        (root / PARENT / "job1" / "cgroup.procs").write_text(f"{held.pid}\n")
+        (root / PARENT / "job1" / "cgroup.events").write_text("populated 1\nfrozen 0\n")
+        b.kill("job1", signal.SIGTERM)  # returns after freeze_timeout (0.2 s), then signals
+        assert read(root / PARENT / "job1" / "cgroup.freeze") == "0"
+        assert held.proc.wait(timeout=5) == -signal.SIGTERM
+    finally:
+        held.close()
 
 
 def test_stats_parse_memory_events_peak_and_cpu(tree: Path) -> None:

@@ -155,7 +155,9 @@ class Backend(abc.ABC):
         frozen first, so nothing can fork or exit (and have its pid reused) between reading
         ``cgroup.procs`` and signalling it, then thawed so the signal is acted on.
         """
-        if not self.exists(job_id):
+        if not self.exists(job_id) or not self.procs(job_id):
+            # Nothing to signal, and nothing can join a job's cgroup from outside: skip the
+            # freeze and thaw (most calls come after the job's last process has exited).
             return
         if signum == signal.SIGKILL and self._kill_all(job_id):
             return
