@@ -15,6 +15,9 @@ structures it into the plugin's attrs class and reports errors as ``plugins.cgro
 
 from __future__ import annotations
 
+import inspect
+import re
+import textwrap
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -151,3 +154,78 @@ class Config:
             return attrs.evolve(cls.from_mapping(data), source=path.absolute())
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# the configuration reference (`worker serve --help`, docs/CONFIGURATION.md)
+# ---------------------------------------------------------------------------------------------
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """Each field's documentation: its ``#:`` comment lines, else a ``- ``name``: ...`` bullet
+    of the class docstring (the two conventions the project's settings classes use)."""
+    docs: dict[str, str] = {}
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        source = ""
+    pending: list[str] = []
+    for line in source.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#:"):
+            pending.append(stripped[2:].strip())
+            continue
+        match = re.match(r"(\w+)\s*:", stripped)
+        if match and pending:
+            docs[match.group(1)] = " ".join(pending)
+        pending = []
+    bullet = re.compile(r"^\s*- ``(\w+)``: (.*)$")
+    current: str | None = None
+    for line in (inspect.getdoc(cls) or "").splitlines():
+        found = bullet.match(line)
+        if found:
+            current = found.group(1)
+            docs.setdefault(current, found.group(2).strip())
+        elif current and line.startswith("  ") and line.strip():
+            if not docs[current].endswith(line.strip()):
+                docs[current] += " " + line.strip()
+        else:
+            current = None
+    return docs
+
+
+def _toml_value(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, Mapping) and not value:
+        return "{}"
+    if isinstance(value, list | tuple) and not value:
+        return "[]"
+    return None
+
+
+def describe_section(section: str, cls: type) -> str:
+    """A TOML section of ``cls``'s keys with their defaults, each under its documentation."""
+    lines = [f"[{section}]"]
+    docs = _field_docs(cls)
+    for field in attrs.fields(cls):
+        doc = docs.get(field.name, "").replace("``", "")
+        if doc:
+            lines.extend(f"# {part}" for part in textwrap.wrap(doc, 88))
+        default = field.default
+        if isinstance(default, attrs.Factory):
+            default = default.factory()  # type: ignore[attr-defined]
+        rendered = _toml_value(None if default is attrs.NOTHING else default)
+        if default is attrs.NOTHING:
+            lines.append(f"{field.name} = ...  # required")
+        elif rendered is None:
+            lines.append(f"# {field.name} =  (not set by default)")
+        else:
+            lines.append(f"{field.name} = {rendered}")
+    return "\n".join(lines)

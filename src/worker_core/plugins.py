@@ -96,6 +96,41 @@ def _instantiate(name: str, value: str) -> object:
     return obj
 
 
+def config_sections() -> list[tuple[str, type, PluginInfo]]:
+    """Installed plugins that declare a ``config_class``: (name, class, where it comes from).
+
+    A plugin documents its ``[plugins.NAME]`` section by setting ``config_class`` to the attrs
+    class it structures it into; one that fails to import is skipped (``worker plugins``
+    reports it).
+    """
+    sections = []
+    for name, info in sorted(installed_plugins().items()):
+        try:
+            plugin = _instantiate(name, info.value)
+        except PluginError:
+            continue
+        cls = getattr(plugin, "config_class", None)
+        if isinstance(cls, type) and attrs.has(cls):
+            sections.append((name, cls, info))
+    return sections
+
+
+def config_reference(distribution: str | None = None) -> str:
+    """Every configuration section with its keys, defaults and documentation, as TOML.
+
+    ``distribution`` limits the plugins to one distribution (``"worker"``: the built-ins).
+    """
+    from .config import EngineSettings, describe_section
+
+    parts = ["# The engine's own settings.\n" + describe_section("engine", EngineSettings)]
+    for name, cls, info in config_sections():
+        if distribution is not None and info.distribution != distribution:
+            continue
+        source = f"{info.distribution} {info.version}" if info.distribution else info.value
+        parts.append(f"# Plugin {name!r} ({source}).\n" + describe_section(f"plugins.{name}", cls))
+    return "\n\n".join(parts) + "\n"
+
+
 def make_plugin_manager() -> pluggy.PluginManager:
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
@@ -160,7 +195,9 @@ class Hooks:
     def has_authorizer(self) -> bool:
         # A wrapper only observes or adjusts the others' answers (an audit log): it is not an
         # authority, so loading one alone must not turn "no authorizer" into "deny all".
-        return any(not (i.wrapper or i.hookwrapper) for i in self._pm.hook.authorize.get_hookimpls())
+        return any(
+            not (i.wrapper or i.hookwrapper) for i in self._pm.hook.authorize.get_hookimpls()
+        )
 
     def _call_each(self, hook_name: str, **kwargs: Any) -> list[BaseException]:
         """Call every (non-wrapper) implementation in isolation: one raising must not keep the

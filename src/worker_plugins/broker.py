@@ -182,6 +182,8 @@ class LogFollower:
 class MemoryBroker:
     """Keeps every job's output in memory and serves followers from it."""
 
+    config_class = MemoryBrokerConfig
+
     def __init__(self) -> None:
         self._logs: dict[str, JobLog] = {}
         self._lock = threading.Lock()

@@ -60,9 +60,17 @@ def describe_plugins(enable: str) -> list[dict[str, object]]:
     help="Mark these as enabled, as `worker serve --plugins NAMES` would.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def plugins_command(enable: str, as_json: bool) -> None:
+@click.option(
+    "--config-reference",
+    is_flag=True,
+    help="Print every configuration section (engine and installed plugins) with defaults.",
+)
+def plugins_command(enable: str, as_json: bool, config_reference: bool) -> None:
     """List installed plugins (built-in and third-party), where each comes from, which are
     enabled, and which hooks each implements. A plugin that fails to load shows why."""
+    if config_reference:
+        click.echo(plugin_loading.config_reference(), nl=False)
+        return
     rows = describe_plugins(enable)
     if as_json:
         click.echo(json.dumps(rows, indent=2))

@@ -26,13 +26,18 @@ from worker_core.plan import SpawnPlan
 
 @attrs.frozen
 class RunAsConfig:
+    #: The uid of a job that does not ask for one (unset: the server's own).
     default_uid: int | None = None
+    #: The gid of a job that does not ask for one (unset: the uid, else the server's own).
     default_gid: int | None = None
+    #: false: refuse every job that would run as uid or gid 0.
     allow_root: bool = True
 
 
 class RunAs:
     """Switch the job's identity just before exec."""
+
+    config_class = RunAsConfig
 
     def __init__(self) -> None:
         self.config = RunAsConfig()

@@ -63,6 +63,8 @@ class CgroupsPlugin:
     Thread-safe: the engine calls hooks from several threads.
     """
 
+    config_class = CgroupsConfig
+
     def __init__(self, config: CgroupsConfig | None = None) -> None:
         self._config = config or CgroupsConfig()
         self._backend: Backend | None = None
@@ -90,7 +92,9 @@ class CgroupsPlugin:
             try:
                 caps = self.backend.prepare()
             except WorkerError as exc:
-                raise ConfigError(f"plugins.cgroups: cannot set up the parent cgroup: {exc}") from exc
+                raise ConfigError(
+                    f"plugins.cgroups: cannot set up the parent cgroup: {exc}"
+                ) from exc
             if "pids" not in caps.controllers:
                 # pids.max is what contains a fork bomb; a worker that cannot set it must not run.
                 raise ConfigError(

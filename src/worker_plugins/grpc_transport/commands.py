@@ -15,7 +15,7 @@ import click
 
 from worker_core.config import Config
 from worker_core.errors import WorkerError
-from worker_core.plugins import parse_plugin_names
+from worker_core.plugins import config_reference, parse_plugin_names
 
 from .cipher_policy import policy_in_force
 from .config import GrpcConfig
@@ -57,7 +57,23 @@ def _fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
-@click.command("serve")
+class _ServeCommand(click.Command):
+    """``serve``, whose help ends with every configuration section of the installed plugins.
+
+    Built when the help is shown, not at import: the list is whatever is installed now.
+    """
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        formatter.write_paragraph()
+        formatter.write_text("Configuration file (--config FILE), every section with its defaults:")
+        formatter.write_paragraph()
+        with formatter.indentation():
+            for line in config_reference().splitlines():
+                formatter.write(" " * formatter.current_indent + line + "\n")
+
+
+@click.command("serve", cls=_ServeCommand)
 @click.option(
     "-p",
     "--plugins",

@@ -20,6 +20,7 @@ class GrpcTransport:
 
     #: The name it registers under when passed to an engine as an object (``worker serve``).
     name = "grpc"
+    config_class = GrpcConfig
 
     def __init__(self) -> None:
         self.config = GrpcConfig()

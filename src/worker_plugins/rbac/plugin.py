@@ -70,6 +70,8 @@ def decide(
 class RbacPlugin:
     """Authorizes every call by the principal's roles in the policy file."""
 
+    config_class = RbacConfig
+
     def __init__(self) -> None:
         # No policy until worker_configure: until then everything is denied (fail closed).
         # Construction stays cheap and side-effect free: `worker` loads every plugin to let

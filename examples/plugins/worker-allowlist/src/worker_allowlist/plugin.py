@@ -90,6 +90,10 @@ def resolve_job_command(spec: JobSpec) -> str | None:
 class AllowlistPlugin:
     """Denies a SUBMIT whose command is not on the principal's list; abstains otherwise."""
 
+    #: Its ``[plugins.NAME]`` section, for ``worker serve --help`` and ``worker plugins``.
+    config_class = AllowlistConfig
+
+
     def __init__(self) -> None:
         self._rules: dict[str, frozenset[Program]] = {}
         self._allow_others = False

@@ -137,6 +137,10 @@ def job_record(job: Job, previous: JobState | None) -> dict[str, Any]:
 class AuditPlugin:
     """Writes the audit log. Observes only: it never changes a job or a decision."""
 
+    #: Its ``[plugins.NAME]`` section, for ``worker serve --help`` and ``worker plugins``.
+    config_class = AuditConfig
+
+
     def __init__(self) -> None:
         self._log: AuditLog | None = None
         self._engine: Engine | None = None

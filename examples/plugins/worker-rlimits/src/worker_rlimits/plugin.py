@@ -110,6 +110,10 @@ class HostLimits:
 class RlimitsPlugin:
     """Sets ``SpawnPlan.rlimits`` from job options, configured defaults and ceilings."""
 
+    #: Its ``[plugins.NAME]`` section, for ``worker serve --help`` and ``worker plugins``.
+    config_class = RlimitsConfig
+
+
     def __init__(self) -> None:
         self._defaults: dict[str, tuple[int, int]] = {}
         self._maximum: dict[str, int] = {}

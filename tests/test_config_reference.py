@@ -1,0 +1,60 @@
+"""Every plugin's options are documented where an operator looks: `worker serve --help`,
+`worker plugins --config-reference` and docs/CONFIGURATION.md, all generated from the code."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import attrs
+from click.testing import CliRunner
+
+from worker_core.cli_root import build_cli
+from worker_core.config import Config, EngineSettings
+from worker_core.plugins import config_reference, config_sections
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "CONFIGURATION.md"
+BUILTIN_SECTIONS = {"cgroups", "grpc", "memory", "rbac", "runas"}
+
+
+def test_every_builtin_plugin_with_settings_declares_them() -> None:
+    declared = {name for name, _, info in config_sections() if info.distribution == "worker"}
+    assert declared == BUILTIN_SECTIONS
+
+
+def test_the_doc_matches_the_code() -> None:
+    block = re.search(r"```toml\n(.*?)```", DOC.read_text(), flags=re.S)
+    assert block, "docs/CONFIGURATION.md has no toml block"
+    assert block.group(1) == config_reference("worker"), (
+        "regenerate docs/CONFIGURATION.md (see its text)"
+    )
+
+
+def test_the_reference_lists_every_key_with_its_default_and_is_valid_config() -> None:
+    reference = config_reference("worker")
+    for name, cls, _ in config_sections():
+        for field in attrs.fields(cls):
+            assert re.search(rf"^#? ?{field.name} =", config_reference(), flags=re.M), (
+                name,
+                field.name,
+            )
+    for field in attrs.fields(EngineSettings):
+        assert f"\n{field.name} = " in reference
+    # Required keys are shown as `...`; with them filled in, the reference is a working config.
+    filled = reference.replace("policy = ...  # required", 'policy = "policy.toml"')
+    config = Config.from_mapping(tomllib.loads(filled))
+    assert config.engine == EngineSettings()
+    assert set(config.plugins) == BUILTIN_SECTIONS
+
+
+def test_serve_help_and_plugins_print_it() -> None:
+    runner = CliRunner()
+    cli = build_cli()
+    help_text = runner.invoke(cli, ["serve", "--help"]).output
+    for section in ("[engine]", *(f"[plugins.{name}]" for name in BUILTIN_SECTIONS)):
+        assert section in help_text
+    assert "default_pids_max = 4096" in help_text
+    printed = runner.invoke(cli, ["plugins", "--config-reference"])
+    assert printed.exit_code == 0
+    assert printed.output == config_reference()
