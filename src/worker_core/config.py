@@ -218,9 +218,9 @@ def describe_section(section: str, cls: type) -> str:
         doc = docs.get(field.name, "").replace("``", "")
         if doc:
             lines.extend(f"# {part}" for part in textwrap.wrap(doc, 88))
-        default = field.default
-        if isinstance(default, attrs.Factory):
-            default = default.factory()  # type: ignore[attr-defined]
+        default: Any = field.default
+        if hasattr(default, "factory") and hasattr(default, "takes_self"):  # an attrs.Factory
+            default = default.factory()
         rendered = _toml_value(None if default is attrs.NOTHING else default)
         if default is attrs.NOTHING:
             lines.append(f"{field.name} = ...  # required")
