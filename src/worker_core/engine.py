@@ -9,7 +9,6 @@ Threads it runs: the launcher reader (exit reports), the output pump (all pipes)
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import contextlib
 import logging
@@ -19,8 +18,8 @@ import signal
 import threading
 import time
 import uuid
-from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Collection, Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -29,41 +28,19 @@ import pluggy
 
 from . import plugins as plugin_loading
 from . import validation
+from .aio import AsyncEngine
 from .config import Config
+from .entry import JobEntry
 from .errors import EngineClosed, InvalidSpec, JobNotFound, PermissionDenied, WorkerError
 from .launcher import ExitReport, LauncherClient, LauncherDied, SpawnFailed
 from .model import Action, EndReason, ExitResult, Job, JobSpec, JobState, Principal, transition
-from .notify import Notifier, wait_future
 from .output import BOTH_STREAMS, Chunk, Follower, OutputStore, StartAt, StartPosition, Stream
 from .plan import SpawnPlan
 from .pump import OutputPump, enlarge_pipe
-from .scheduler import Scheduler, Timer
+from .scheduler import Scheduler
+from .watch import JobWatcher
 
 log = logging.getLogger("worker.engine")
-
-
-@attrs.define
-class _Entry:
-    """The engine's private, mutable state for one job. Guarded by ``notifier``."""
-
-    job: Job
-    notifier: Notifier = attrs.Factory(Notifier)
-    version: int = 0
-    plan_ran: bool = False
-    spawned: bool = False  # the pump has its pipes; exit handling may proceed
-    exit_report: ExitReport | None = None
-    start_error: str | None = None
-    lost: str | None = None
-    output_closed: bool = False
-    finalizing: bool = False
-    stop_reason: EndReason | None = None
-    pidfd: int | None = None  # refers to exactly this job's main process, even after a reap
-    kill_timer: Timer | None = None
-    other_timers: list[Timer] = attrs.Factory(list)
-    offsets: dict[Stream, int] = attrs.Factory(lambda: {Stream.STDOUT: 0, Stream.STDERR: 0})
-    # on_state_change events not yet delivered, and whether a thread is delivering them.
-    events: deque[tuple[Job, JobState | None]] = attrs.Factory(deque)
-    firing: bool = False
 
 
 class Engine:
@@ -92,7 +69,7 @@ class Engine:
         self.hooks = plugin_loading.Hooks(self._pm)
         self.hooks.configure(self, self.config)
         self._lock = threading.RLock()
-        self._jobs: OrderedDict[str, _Entry] = OrderedDict()
+        self._jobs: OrderedDict[str, JobEntry] = OrderedDict()
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._started = False
         self._closed = False
@@ -197,7 +174,7 @@ class Engine:
     # publishing state
     # -------------------------------------------------------------------------------------
 
-    def _publish(self, entry: _Entry, job: Job) -> None:
+    def _publish(self, entry: JobEntry, job: Job) -> None:
         """Store a new snapshot and wake waiters. Call with ``entry.notifier`` held, then
         :meth:`_fire_events` after releasing it."""
         if job.state is not entry.job.state:
@@ -206,7 +183,7 @@ class Engine:
         entry.version += 1
         entry.notifier.notify_all()
 
-    def _move(self, entry: _Entry, state: JobState, **changes: Any) -> Job | None:
+    def _move(self, entry: JobEntry, state: JobState, **changes: Any) -> Job | None:
         """Transition under the entry lock, then fire ``on_state_change`` outside it."""
         with entry.notifier:
             previous = entry.job.state
@@ -217,7 +194,7 @@ class Engine:
         self._fire_events(entry)
         return job
 
-    def _fire_events(self, entry: _Entry) -> None:
+    def _fire_events(self, entry: JobEntry) -> None:
         """Fire the entry's queued ``on_state_change`` events, in order, outside any lock.
 
         Transitions happen on several threads; whichever thread finds the queue idle delivers
@@ -253,7 +230,7 @@ class Engine:
         job = Job(id=uuid.uuid4().hex, owner=principal, spec=spec)
         if principal is not None and not self.hooks.authorize(principal, Action.SUBMIT, job):
             raise PermissionDenied(f"{principal.name!r} may not submit jobs")
-        entry = _Entry(job)
+        entry = JobEntry(job)
         with self._lock:
             self._check_open()
             self._jobs[job.id] = entry
@@ -274,7 +251,7 @@ class Engine:
             return self._fail_to_start(entry, f"preparing the job failed: {reason}")
         return self._spawn(entry, message)
 
-    def _spawn(self, entry: _Entry, message: dict[str, Any]) -> Job:
+    def _spawn(self, entry: JobEntry, message: dict[str, Any]) -> Job:
         job = entry.job
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -320,7 +297,7 @@ class Engine:
         self._maybe_finalize(entry)
         return entry.job
 
-    def _fail_to_start(self, entry: _Entry, message: str) -> Job:
+    def _fail_to_start(self, entry: JobEntry, message: str) -> Job:
         with entry.notifier:
             entry.start_error = message
             entry.spawned = True
@@ -352,7 +329,7 @@ class Engine:
         except RuntimeError:  # the pool is shutting down: run here rather than lose it
             fn(*args)
 
-    def _after_exit(self, entry: _Entry) -> None:
+    def _after_exit(self, entry: JobEntry) -> None:
         # Whatever the job left behind (a daemonized grandchild holding the pipe) dies with it.
         if entry.plan_ran:
             try:
@@ -400,7 +377,7 @@ class Engine:
             entry.output_closed = True
         self._maybe_finalize(entry)
 
-    def _maybe_finalize(self, entry: _Entry, inline: bool = False) -> None:
+    def _maybe_finalize(self, entry: JobEntry, inline: bool = False) -> None:
         with entry.notifier:
             ready = (
                 entry.spawned
@@ -420,7 +397,7 @@ class Engine:
         else:
             self._submit_background(self._finalize, entry)
 
-    def _finalize(self, entry: _Entry) -> None:
+    def _finalize(self, entry: JobEntry) -> None:
         report = entry.exit_report
         result = ExitResult(
             exit_code=report.exit_code if report else None,
@@ -554,13 +531,13 @@ class Engine:
     # reading records
     # -------------------------------------------------------------------------------------
 
-    def _entry(self, job_id: str) -> _Entry:
+    def _entry(self, job_id: str) -> JobEntry:
         entry = self._jobs.get(job_id) if isinstance(job_id, str) else None
         if entry is None:
             raise JobNotFound(str(job_id))
         return entry
 
-    def _readable(self, job_id: str, principal: Principal | None) -> _Entry:
+    def _readable(self, job_id: str, principal: Principal | None) -> JobEntry:
         entry = self._entry(job_id)
         if principal is not None and not self.hooks.authorize(principal, Action.READ, entry.job):
             raise JobNotFound(job_id)  # not PERMISSION_DENIED: ids cannot be probed
@@ -596,7 +573,7 @@ class Engine:
         self._wait_entry(entry, timeout)
         return entry.job
 
-    def _wait_entry(self, entry: _Entry, timeout: float | None) -> bool:
+    def _wait_entry(self, entry: JobEntry, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         with entry.notifier:
             while not entry.job.is_finished:
@@ -639,7 +616,7 @@ class Engine:
 
     def _begin_stop(
         self, job_id: str, principal: Principal | None, grace: float | None, force: bool
-    ) -> tuple[_Entry, float]:
+    ) -> tuple[JobEntry, float]:
         entry = self._readable(job_id, principal)
         if principal is not None and not self.hooks.authorize(principal, Action.STOP, entry.job):
             raise PermissionDenied(f"{principal.name!r} may not stop job {job_id}")
@@ -650,7 +627,7 @@ class Engine:
         self._request_stop(entry, EndReason.STOPPED, grace, force)
         return entry, grace
 
-    def _request_stop(self, entry: _Entry, reason: EndReason, grace: float, force: bool) -> None:
+    def _request_stop(self, entry: JobEntry, reason: EndReason, grace: float, force: bool) -> None:
         # The state move and the "spawned yet?" check happen under one lock, against _spawn's:
         # exactly one of the two delivers the first stop.
         with entry.notifier:
@@ -673,7 +650,7 @@ class Engine:
             self._deliver_stop(entry, grace, force)
         # Not spawned yet: _spawn sees STOPPING and delivers the stop once the pid exists.
 
-    def _deliver_stop(self, entry: _Entry, grace: float, force: bool) -> None:
+    def _deliver_stop(self, entry: JobEntry, grace: float, force: bool) -> None:
         if force or grace == 0:
             self._signal(entry, signal.SIGKILL)
             return
@@ -683,12 +660,12 @@ class Engine:
             if entry.kill_timer is None and not entry.job.is_finished:
                 entry.kill_timer = self._scheduler.call_later(grace, lambda: self._escalate(entry))
 
-    def _escalate(self, entry: _Entry) -> None:
+    def _escalate(self, entry: JobEntry) -> None:
         if not entry.job.is_finished and entry.exit_report is None:
             log.info("job %s: still running after its grace period; sending SIGKILL", entry.job.id)
             self._signal(entry, signal.SIGKILL)
 
-    def _signal(self, entry: _Entry, signum: int) -> None:
+    def _signal(self, entry: JobEntry, signum: int) -> None:
         job = entry.job
         if job.is_finished or job.pid is None:
             return
@@ -703,7 +680,7 @@ class Engine:
         if launcher is not None and launcher.alive:
             launcher.signal(job.pid, signum)
 
-    def _time_out(self, entry: _Entry) -> None:
+    def _time_out(self, entry: JobEntry) -> None:
         if not entry.job.is_finished:
             log.info("job %s: ran past its time limit; stopping it", entry.job.id)
             self._request_stop(entry, EndReason.TIMED_OUT, self._settings.stop_grace, force=False)
@@ -738,118 +715,6 @@ def _signal_name(signum: int | None) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return str(signum)
-
-
-class JobWatcher:
-    """Successive records of one job; ends after the ENDED record."""
-
-    def __init__(self, entry: _Entry) -> None:
-        self._entry = entry
-        self._seen = -1
-        self._done = False
-
-    def _take(self) -> Job | None:
-        if self._entry.version != self._seen:
-            self._seen = self._entry.version
-            return self._entry.job
-        return None
-
-    def next(self, timeout: float | None = None) -> Job | None:
-        """The next new record, or None at the end or after ``timeout``."""
-        if self._done:
-            return None
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._entry.notifier:
-            while True:
-                job = self._take()
-                if job is not None:
-                    self._done = job.is_finished
-                    return job
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return None
-                self._entry.notifier.wait(remaining)
-
-    def __iter__(self) -> Iterator[Job]:
-        while (job := self.next()) is not None:
-            yield job
-
-    async def __aiter__(self) -> AsyncIterator[Job]:
-        while not self._done:
-            with self._entry.notifier:
-                job = self._take()
-                waiter = None if job is not None else self._entry.notifier.async_waiter()
-            if job is not None:
-                self._done = job.is_finished
-                yield job
-            elif waiter is not None:
-                await waiter
-
-
-class AsyncEngine:
-    """The engine's operations as coroutines; never blocks the event loop.
-
-    Calls that talk to the launcher run on a private thread pool; waiting is native asyncio.
-    """
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
-
-    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="worker-aio")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
-
-    async def submit(self, spec: JobSpec, principal: Principal | None = None) -> Job:
-        job: Job = await self._run(self._engine.submit, spec, principal)
-        return job
-
-    async def get(self, job_id: str, principal: Principal | None = None) -> Job:
-        return self._engine.get(job_id, principal)
-
-    async def list(
-        self,
-        principal: Principal | None = None,
-        states: Collection[JobState] | None = None,
-        owner: str | None = None,
-    ) -> builtins.list[Job]:
-        return self._engine.list(principal, states, owner)
-
-    async def wait(
-        self, job_id: str, timeout: float | None = None, principal: Principal | None = None
-    ) -> Job:
-        entry = self._engine._readable(job_id, principal)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            with entry.notifier:
-                if entry.job.is_finished:
-                    return entry.job
-                waiter = entry.notifier.async_waiter()
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return entry.job
-            await wait_future(waiter, remaining)
-
-    async def stop(
-        self,
-        job_id: str,
-        principal: Principal | None = None,
-        grace: float | None = None,
-        force: bool = False,
-        timeout: float | None = None,
-    ) -> Job:
-        entry, grace = await self._run(self._engine._begin_stop, job_id, principal, grace, force)
-        if timeout is None:
-            timeout = self._engine._stop_wait(grace)
-        return await self.wait(entry.job.id, timeout)
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
 
 
 __all__ = ["AsyncEngine", "Engine", "JobWatcher"]

@@ -1,0 +1,37 @@
+"""The engine's private, mutable state for one job."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import attrs
+
+from .launcher import ExitReport
+from .model import EndReason, Job, JobState
+from .notify import Notifier
+from .output import Stream
+from .scheduler import Timer
+
+
+@attrs.define
+class JobEntry:
+    """The engine's private, mutable state for one job. Guarded by ``notifier``."""
+
+    job: Job
+    notifier: Notifier = attrs.Factory(Notifier)
+    version: int = 0
+    plan_ran: bool = False
+    spawned: bool = False  # the pump has its pipes; exit handling may proceed
+    exit_report: ExitReport | None = None
+    start_error: str | None = None
+    lost: str | None = None
+    output_closed: bool = False
+    finalizing: bool = False
+    stop_reason: EndReason | None = None
+    pidfd: int | None = None  # refers to exactly this job's main process, even after a reap
+    kill_timer: Timer | None = None
+    other_timers: list[Timer] = attrs.Factory(list)
+    offsets: dict[Stream, int] = attrs.Factory(lambda: {Stream.STDOUT: 0, Stream.STDERR: 0})
+    # on_state_change events not yet delivered, and whether a thread is delivering them.
+    events: deque[tuple[Job, JobState | None]] = attrs.Factory(deque)
+    firing: bool = False
