@@ -520,6 +520,11 @@ class Engine:
             follower.close()
         return b"".join(parts)
 
+    def output_size(self, job_id: str, principal: Principal | None = None) -> dict[Stream, int]:
+        """Bytes the job has written so far to each stream."""
+        self._readable(job_id, principal)
+        return dict(self._output_store().size(job_id))
+
     def _output_store(self) -> OutputStore:
         if self._store is None:
             raise EngineClosed(

@@ -8,9 +8,9 @@ and a chunk larger than the limit is split, so no message outgrows what a client
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
-from worker_core.output import Chunk, Stream
+from worker_core.output import Chunk, StartAt, StartPosition, Stream
 
 from . import worker_pb2 as pb
 from .convert import STREAM_TO_PB
@@ -45,3 +45,45 @@ def _message(stream: Stream | None, offset: int, parts: list[bytes]) -> pb.Outpu
         offset=offset,
         data=parts[0] if len(parts) == 1 else b"".join(parts),
     )
+
+
+class Horizon:
+    """Where a Tail with ``until_now`` ends: each stream's size when the call arrived.
+
+    Output written after that is not sent, and the call ends once every requested stream has
+    reached its horizon (at once for a stream the follower starts at or past it).
+    """
+
+    def __init__(self, ends: Mapping[Stream, int], start: StartPosition) -> None:
+        self._ends = dict(ends)
+        self._done = {s for s, end in self._ends.items() if _start_of(s, start, end) >= end}
+
+    @property
+    def reached(self) -> bool:
+        return self._done >= self._ends.keys()
+
+    def clip(self, chunks: Iterable[Chunk]) -> list[Chunk]:
+        """``chunks`` cut at the horizon."""
+        kept = []
+        for chunk in chunks:
+            end = self._ends.get(chunk.stream)
+            if end is None or chunk.stream in self._done:
+                continue
+            piece = chunk
+            if chunk.end >= end:
+                self._done.add(chunk.stream)
+                piece = Chunk(
+                    chunk.job_id, chunk.stream, chunk.offset, chunk.data[: end - chunk.offset]
+                )
+            if piece.data:
+                kept.append(piece)
+        return kept
+
+
+def _start_of(stream: Stream, start: StartPosition, end: int) -> int:
+    if start is StartAt.BEGINNING:
+        return 0
+    if start is StartAt.END:
+        return end
+    assert isinstance(start, Mapping)
+    return start.get(stream, 0)

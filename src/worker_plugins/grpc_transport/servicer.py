@@ -18,7 +18,7 @@ from worker_core.errors import InvalidSpec
 from . import convert
 from . import worker_pb2 as pb
 from . import worker_pb2_grpc as pb_grpc
-from .batching import batch
+from .batching import Horizon, batch
 from .guard import current_principal
 
 if TYPE_CHECKING:
@@ -77,16 +77,23 @@ class WorkerServicer(pb_grpc.WorkerServicer):
     async def Tail(
         self, request: pb.TailRequest, context: aio.ServicerContext
     ) -> AsyncIterator[pb.OutputChunk]:
-        follower = self._engine.follow(
-            _job_id(request.job_id),
-            streams=convert.streams_from_pb(request.stream),
-            start=convert.start_from_pb(request),
-            principal=current_principal(),
-        )
+        job_id = _job_id(request.job_id)
+        streams = convert.streams_from_pb(request.stream)
+        start = convert.start_from_pb(request)
+        follower = self._engine.follow(job_id, streams, start, principal=current_principal())
+        horizon = None
+        if request.until_now:
+            sizes = self._engine.output_size(job_id)
+            horizon = Horizon({s: n for s, n in sizes.items() if s in streams}, start)
         try:
             # Each yield waits for the client to take the message (flow control), so a slow
             # follower only holds its own position; the job and other followers go on.
-            while (chunks := await follower.aread(TAIL_POLL_SECONDS)) is not None:
+            while not (horizon and horizon.reached):
+                chunks = await follower.aread(TAIL_POLL_SECONDS)
+                if chunks is None:
+                    break
+                if horizon is not None:
+                    chunks = horizon.clip(chunks)
                 for message in batch(chunks, self._tail_message_bytes):
                     yield message
         finally:

@@ -605,6 +605,7 @@ class TailRequest(_message.Message):
     FROM_BEGINNING_FIELD_NUMBER: _builtins.int
     FROM_END_FIELD_NUMBER: _builtins.int
     FROM_OFFSETS_FIELD_NUMBER: _builtins.int
+    UNTIL_NOW_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     stream: Global___Stream.ValueType
     """unspecified: both"""
@@ -612,6 +613,10 @@ class TailRequest(_message.Message):
     """replay everything (the default when no start is set)"""
     from_end: _builtins.bool
     """live only"""
+    until_now: _builtins.bool
+    """End once everything the job had written when the call arrived was sent, rather than
+    following until the job ends (`tail` without -f).
+    """
     @_builtins.property
     def from_offsets(self) -> Global___Offsets:
         """resume: byte offset per stream"""
@@ -624,10 +629,11 @@ class TailRequest(_message.Message):
         from_beginning: _builtins.bool = ...,
         from_end: _builtins.bool = ...,
         from_offsets: Global___Offsets | None = ...,
+        until_now: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["from_beginning", b"from_beginning", "from_end", b"from_end", "from_offsets", b"from_offsets", "start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_beginning", b"from_beginning", "from_end", b"from_end", "from_offsets", b"from_offsets", "job_id", b"job_id", "start", b"start", "stream", b"stream"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_beginning", b"from_beginning", "from_end", b"from_end", "from_offsets", b"from_offsets", "job_id", b"job_id", "start", b"start", "stream", b"stream", "until_now", b"until_now"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_start: _TypeAlias = _typing.Literal["from_beginning", "from_end", "from_offsets"]  # noqa: Y015
     _WhichOneofArgType_start: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015

@@ -98,10 +98,18 @@ class WorkerClient:
         response = self._call(self._stub.Stop, request, timeout)
         return convert.job_from_pb(response.job)
 
-    def tail(self, job_id: str, streams: Collection[Stream], start: StartPosition) -> OutputStream:
-        """Output from ``start`` until the job has ended and all of it was sent."""
+    def tail(
+        self,
+        job_id: str,
+        streams: Collection[Stream],
+        start: StartPosition,
+        until_now: bool = False,
+    ) -> OutputStream:
+        """Output from ``start`` until the job has ended and all of it was sent, or with
+        ``until_now``, until what the job had written when the call arrived was sent."""
         request = pb.TailRequest(
             job_id=job_id,
+            until_now=until_now,
             stream=(
                 convert.STREAM_TO_PB[next(iter(streams))]
                 if len(streams) == 1

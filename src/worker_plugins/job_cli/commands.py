@@ -27,7 +27,6 @@ from .follow import (
     EXIT_INTERRUPTED,
     OutputSink,
     copy_all,
-    copy_until_quiet,
     exit_status,
     terminal_outputs,
 )
@@ -264,10 +263,9 @@ def tail_command(
 ) -> None:
     """Print a job's output: stdout here to stdout, stderr to stderr, byte for byte.
 
-    Without -f, prints what the job has written so far and exits. (For a running job that
-    means: until the server has sent nothing new for a moment.) With -f, follows live output
-    and exits when the job has ended and everything was printed; Ctrl-C stops following and
-    leaves the job running.
+    Without -f, prints exactly what the job has written so far and exits. With -f, follows
+    live output and exits when the job has ended and everything was printed; Ctrl-C stops
+    following and leaves the job running.
 
     \b
     Resume after an interruption with the byte counts already received:
@@ -281,15 +279,9 @@ def tail_command(
     if from_offset is not None:
         start = parse_from(from_offset, streams)
     with connect(connection) as client:
-        # Get first: an unknown job fails here with NOT_FOUND, and the state decides how to
-        # read. An ended job's stream ends by itself once everything was sent.
-        job = client.get(job_id)
-        output = client.tail(job_id, streams, start)
-        sink = OutputSink(start, terminal_outputs())
-        if follow or job.is_finished:
-            copy_all(output, sink)
-        else:
-            copy_until_quiet(output, sink)
+        # Without -f the server ends the stream at the output's size when the call arrived.
+        output = client.tail(job_id, streams, start, until_now=not follow)
+        copy_all(output, OutputSink(start, terminal_outputs()))
 
 
 @hookimpl

@@ -6,9 +6,7 @@ per message so a follower sees output as it happens.
 
 from __future__ import annotations
 
-import queue
 import sys
-import threading
 from collections.abc import Mapping
 from typing import BinaryIO
 
@@ -18,14 +16,8 @@ from worker_core.model import EndReason, Job
 from worker_core.output import StartAt, StartPosition, Stream
 
 from .client import OutputStream
-from .errors import ClientError
 from .render import outcome
 
-#: Without ``-f``, the output of a running job is read until the stream has been quiet this
-#: long (seconds): the server sends everything that exists as soon as the call starts, then
-#: only what is new. The first message may take longer (the call has to be set up).
-FIRST_MESSAGE_WAIT = 2.0
-IDLE_WAIT = 0.3
 #: Exit status when Ctrl-C ends a command (the shell's 128 + SIGINT).
 EXIT_INTERRUPTED = 130
 
@@ -76,50 +68,6 @@ def copy_all(output: OutputStream, sink: OutputSink) -> None:
             sink.write(stream, offset, data)
     finally:
         output.cancel()  # a no-op once the stream ended; ends it on Ctrl-C or a write error
-
-
-class _End:
-    """The reader thread's last message: the stream ended (normally or with ``error``)."""
-
-    def __init__(self, error: ClientError | None = None) -> None:
-        self.error = error
-
-
-def copy_until_quiet(output: OutputStream, sink: OutputSink) -> None:
-    """What the job has written so far: read until nothing new arrives for a moment.
-
-    The protocol has no "up to now" request (Tail follows until the job ends), so a reader
-    thread feeds a queue and this thread stops at the first silence, then cancels the call.
-    """
-    messages: queue.Queue[tuple[Stream, int, bytes] | _End] = queue.Queue()
-
-    def pump() -> None:
-        try:
-            for item in output:
-                messages.put(item)
-        except ClientError as exc:
-            messages.put(_End(exc))
-        else:
-            messages.put(_End())
-
-    reader = threading.Thread(target=pump, name="worker-job-tail", daemon=True)
-    reader.start()
-    wait = FIRST_MESSAGE_WAIT
-    try:
-        while True:
-            try:
-                item = messages.get(timeout=wait)
-            except queue.Empty:
-                break
-            if isinstance(item, _End):
-                if item.error is not None:
-                    raise item.error
-                break
-            sink.write(*item)
-            wait = IDLE_WAIT
-    finally:
-        output.cancel()
-        reader.join(5.0)
 
 
 def exit_status(job: Job) -> tuple[int, str | None]:
