@@ -76,6 +76,8 @@ class Guard(aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped her
         self._max_streams = max_streams_per_client
         # Open response streams per CN. Touched only from the server's event loop.
         self._streams: Counter[str] = Counter()
+        # Wrapped handlers by method name. Touched only from the server's event loop.
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     def open_streams(self, name: str) -> int:
         """How many response streams ``name`` holds open now (for tests and diagnostics)."""
@@ -86,14 +88,23 @@ class Guard(aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped her
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        method = details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
         handler = await continuation(details)
         if handler is None:
             return None  # unknown method: gRPC answers UNIMPLEMENTED
+        wrapped = self._wrap(handler, method)
+        # The wrapped handler depends only on the method: build it once, not per call.
+        self._wrapped[method] = wrapped
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         wrap: dict[str, Any] = {
             "request_deserializer": _tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
-        method = details.method
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(handler.unary_unary, method), **wrap
