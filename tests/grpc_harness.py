@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import attrs
@@ -139,12 +139,27 @@ class ServeProcess:
         return "".join(self.stderr_lines)
 
 
-@contextlib.contextmanager
-def serve_process(
-    directory: Path, *extra: str, worker: Sequence[str] = WORKER
-) -> Iterator[ServeProcess]:
-    """``worker serve`` on a free loopback port with fresh certificates; killed if left running."""
-    pki = make_pki(directory)
+@attrs.define
+class Launched:
+    """A ``worker serve`` process that reported the port it listens on."""
+
+    process: subprocess.Popen[str]
+    port: int
+    stderr_lines: list[str]
+    reader: threading.Thread
+
+    def reap(self) -> None:
+        """Kill it if it is still running (callers stop it their own way first)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.reader.join(5)
+
+
+def launch_serve(
+    pki: TestPKI, *extra: str, worker: Sequence[str] = WORKER, ready_timeout: float = 30.0
+) -> Launched:
+    """Start ``worker serve`` on a free loopback port with ``pki``; wait until it listens."""
     argv = [
         *worker,
         "serve",
@@ -158,6 +173,7 @@ def serve_process(
         str(pki.server_key_path),
         *extra,
     ]
+    # The server must set the cipher policy itself, as in production.
     env = {k: v for k, v in os.environ.items() if k != "GRPC_SSL_CIPHER_SUITES"}
     process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
     lines: list[str] = []
@@ -165,18 +181,41 @@ def serve_process(
     stream = process.stderr
     reader = threading.Thread(target=lambda: lines.extend(stream), daemon=True)
     reader.start()
+    launched = Launched(process, 0, lines, reader)
     try:
         listening = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
         wait_for(
             lambda: any(listening.search(x) for x in lines) or process.poll() is not None,
-            timeout=30,
+            timeout=ready_timeout,
             what="worker serve to listen",
         )
-        match = next((m for x in lines if (m := listening.search(x))), None)
+        match = next((m for x in list(lines) if (m := listening.search(x))), None)
         assert match, f"worker serve did not start: {''.join(lines)}"
-        yield ServeProcess(process, int(match.group(1)), pki, lines)
+    except BaseException:
+        launched.reap()
+        raise
+    launched.port = int(match.group(1))
+    return launched
+
+
+@contextlib.contextmanager
+def serve_process(
+    directory: Path, *extra: str, worker: Sequence[str] = WORKER
+) -> Iterator[ServeProcess]:
+    """``worker serve`` on a free loopback port with fresh certificates; killed if left running."""
+    pki = make_pki(directory)
+    launched = launch_serve(pki, *extra, worker=worker)
+    try:
+        yield ServeProcess(launched.process, launched.port, pki, launched.stderr_lines)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-        reader.join(5)
+        launched.reap()
+
+
+def collect(messages: Iterable[pb.OutputChunk]) -> dict[int, bytes]:
+    """The bytes of each stream of a Tail, checking that offsets are contiguous."""
+    data: dict[int, bytearray] = {}
+    for message in messages:
+        buf = data.setdefault(message.stream, bytearray())
+        assert message.offset == len(buf), "a gap or an overlap in the stream"
+        buf += message.data
+    return {k: bytes(v) for k, v in data.items()}

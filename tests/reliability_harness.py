@@ -15,11 +15,9 @@ import contextlib
 import hashlib
 import itertools
 import os
-import re
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -29,25 +27,17 @@ from pathlib import Path
 import attrs
 import grpc
 from grpc_certs import Identity, TestPKI, make_pki
+from grpc_harness import collect, launch_serve, shell
 
 from worker_plugins.grpc_transport import worker_pb2 as pb
 from worker_plugins.grpc_transport import worker_pb2_grpc as pb_grpc
 
 #: `worker` as a subprocess, run by this interpreter (the venv's).
-WORKER = [sys.executable, "-c", "from worker_core.cli_root import main; main()"]
 
 #: Bound on every single RPC.
 RPC_TIMEOUT = 30.0
 
 MiB = 1 << 20
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(0.02)
 
 
 # --- /proc probes ------------------------------------------------------------------------------
@@ -204,57 +194,20 @@ def worker_serve(
     """
     directory.mkdir(parents=True, exist_ok=True)
     pki = pki or make_pki(directory / "pki")
-    argv = [
-        *WORKER,
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--ca",
-        str(pki.ca_path),
-        "--cert",
-        str(pki.server_cert_path),
-        "--key",
-        str(pki.server_key_path),
-        *extra,
-    ]
-    # The server must set the cipher policy itself, as in production.
-    env = {k: v for k, v in os.environ.items() if k != "GRPC_SSL_CIPHER_SUITES"}
-    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
-    lines: list[str] = []
-    assert process.stderr is not None
-    stream = process.stderr
-    reader = threading.Thread(target=lambda: lines.extend(stream), daemon=True)
-    reader.start()
-    server: ServerProcess | None = None
+    launched = launch_serve(pki, *extra, ready_timeout=ready_timeout)
+    server = ServerProcess(launched.process, launched.port, pki, launched.stderr_lines)
     try:
-        listening = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
-        wait_for(
-            lambda: any(listening.search(x) for x in lines) or process.poll() is not None,
-            timeout=ready_timeout,
-            what="worker serve to listen",
-        )
-        match = next((m for x in list(lines) if (m := listening.search(x))), None)
-        assert match, f"worker serve did not start: {''.join(lines)}"
-        server = ServerProcess(process, int(match.group(1)), pki, lines)
         yield server
     finally:
-        if server is not None:
-            server.close_channels()
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-        reader.join(5)
+        server.close_channels()
+        if launched.process.poll() is None:
+            launched.process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                launched.process.wait(30)
+        launched.reap()  # SIGKILL if SIGTERM did not end it
 
 
 # --- jobs and output ----------------------------------------------------------------------------
-
-
-def shell(script: str) -> pb.JobSpec:
-    return pb.JobSpec(command="/bin/sh", args=["-c", script])
 
 
 def submit(stub: pb_grpc.WorkerStub, spec: pb.JobSpec) -> pb.Job:
@@ -268,16 +221,6 @@ def wait_ended(stub: pb_grpc.WorkerStub, job_id: str, timeout: float = 60.0) -> 
         last = record
     assert last is not None and last.state == pb.JOB_STATE_ENDED, f"job {job_id} did not end"
     return last
-
-
-def collect(messages: Iterable[pb.OutputChunk]) -> dict[int, bytes]:
-    """The bytes of each stream of a Tail, checking offsets are contiguous (no gap, no overlap)."""
-    data: dict[int, bytearray] = {}
-    for message in messages:
-        buf = data.setdefault(message.stream, bytearray())
-        assert message.offset == len(buf), "a gap or an overlap in the stream"
-        buf += message.data
-    return {k: bytes(v) for k, v in data.items()}
 
 
 def stdout_digest(messages: Iterable[pb.OutputChunk]) -> tuple[str, int]:

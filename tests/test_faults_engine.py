@@ -19,37 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import alive, read_pid_line, wait_dead
 
 from worker_core import Config, EndReason, Engine, JobSpec, JobState
 
 PY = sys.executable
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat[stat.rfind(")") + 2] != "Z"
-
-
-def wait_dead(pid: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive(pid):
-            return True
-        time.sleep(0.02)
-    return not alive(pid)
-
-
-def read_pid_line(engine: Engine, job_id: str, timeout: float = 5.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = engine.output(job_id)
-        if out.endswith(b"\n"):
-            return int(out.split()[-1])
-        time.sleep(0.02)
-    raise AssertionError(f"job printed no pid: {engine.output(job_id)!r}")
 
 
 @pytest.fixture

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_harness import RPC_TIMEOUT, Harness, running_server, shell, wait_for
+from grpc_harness import RPC_TIMEOUT, Harness, collect, running_server, shell, wait_for
 
 from worker_core import Stream
 from worker_plugins.grpc_transport import worker_pb2 as pb
@@ -26,16 +26,6 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
         tmp_path_factory.mktemp("pki"), grpc_config=GrpcConfig(max_streams_per_client=32)
     ) as h:
         yield h
-
-
-def _collect(messages: Iterable[pb.OutputChunk]) -> dict[int, bytes]:
-    """The bytes of each stream, checking that offsets are contiguous."""
-    data: dict[int, bytearray] = {}
-    for message in messages:
-        buf = data.setdefault(message.stream, bytearray())
-        assert message.offset == len(buf), "a gap or an overlap in the stream"
-        buf += message.data
-    return {k: bytes(v) for k, v in data.items()}
 
 
 def _submit(harness: Harness, script: str, cn: str = "alice") -> str:
@@ -53,7 +43,7 @@ def test_replay_then_live_until_the_job_ends(harness: Harness, tmp_path: Path) -
     first = next(call)  # replayed: written before the follower attached
     assert (first.stream, first.offset) in {(pb.STREAM_STDOUT, 0), (pb.STREAM_STDERR, 0)}
     go.touch()  # now the live part
-    got = _collect([first, *call])  # ends by itself once the job has ended
+    got = collect([first, *call])  # ends by itself once the job has ended
     assert got == {pb.STREAM_STDOUT: b"one\ntwo\n", pb.STREAM_STDERR: b"err1\nerr2\n"}
     assert call.code() == grpc.StatusCode.OK
 
@@ -68,7 +58,7 @@ def test_replay_then_live_until_the_job_ends(harness: Harness, tmp_path: Path) -
 def test_one_stream(harness: Harness, stream: int, expected: dict[int, bytes]) -> None:
     job_id = _submit(harness, "echo out; echo err >&2")
     tail = harness.stub().Tail(pb.TailRequest(job_id=job_id, stream=stream), timeout=RPC_TIMEOUT)  # type: ignore[arg-type]
-    assert _collect(tail) == expected
+    assert collect(tail) == expected
 
 
 def test_from_end_is_live_only(harness: Harness, tmp_path: Path) -> None:
@@ -94,7 +84,7 @@ def test_from_end_is_live_only(harness: Harness, tmp_path: Path) -> None:
 def test_resume_from_offsets(harness: Harness) -> None:
     job_id = _submit(harness, "for i in $(seq 1 2000); do echo line $i; echo e$i >&2; done")
     harness.engine.wait(job_id, timeout=RPC_TIMEOUT)
-    full = _collect(harness.stub().Tail(pb.TailRequest(job_id=job_id), timeout=RPC_TIMEOUT))
+    full = collect(harness.stub().Tail(pb.TailRequest(job_id=job_id), timeout=RPC_TIMEOUT))
     # Resume the way a client does after a disconnect: the end of what it had per stream.
     out_at, err_at = 1234, 567
     messages = list(
@@ -127,7 +117,7 @@ def test_many_followers_and_one_that_disconnects(harness: Harness) -> None:
         digests = list(
             pool.map(
                 lambda _: hashlib.sha256(
-                    _collect(
+                    collect(
                         harness.stub("fan").Tail(pb.TailRequest(job_id=job_id), timeout=RPC_TIMEOUT)
                     )[pb.STREAM_STDOUT]
                 ).hexdigest(),

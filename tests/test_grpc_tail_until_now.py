@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_harness import RPC_TIMEOUT, Harness, running_server, shell, wait_for
+from grpc_harness import RPC_TIMEOUT, Harness, collect, running_server, shell, wait_for
 
 from worker_core import Stream
 from worker_plugins.grpc_transport import worker_pb2 as pb
@@ -18,15 +18,6 @@ from worker_plugins.grpc_transport import worker_pb2 as pb
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     with running_server(tmp_path_factory.mktemp("pki")) as h:
         yield h
-
-
-def collect(messages: Iterable[pb.OutputChunk]) -> dict[int, bytes]:
-    data: dict[int, bytearray] = {}
-    for message in messages:
-        buf = data.setdefault(message.stream, bytearray())
-        assert message.offset == len(buf), "a gap or an overlap in the stream"
-        buf += message.data
-    return {k: bytes(v) for k, v in data.items()}
 
 
 def submit(harness: Harness, script: str) -> str:

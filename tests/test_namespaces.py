@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from reliability_harness import processes_with_job_id
 
 from worker_core import Config, EndReason, Engine, InvalidSpec, Isolation, JobSpec, Stream
 
@@ -84,13 +85,7 @@ def test_pidns_children_die_with_the_job() -> None:
         assert ended.exit_code == 0
         assert engine.output(job.id) == b"started\n"
     # tests/conftest.py fails the run if the sleep (it carries WORKER_JOB_ID) survived.
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                environ = Path(f"/proc/{entry}/environ").read_bytes()
-            except OSError:
-                continue
-            assert f"WORKER_JOB_ID={job.id}".encode() not in environ, "a child outlived PID 1"
+    assert processes_with_job_id(job.id) == [], "a child outlived PID 1"
 
 
 def test_a_pidns_job_ignoring_sigterm_is_killed_after_the_grace_period() -> None:

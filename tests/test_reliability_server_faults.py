@@ -25,6 +25,7 @@ import attrs
 import grpc
 import pytest
 from conftest_cgroups import cgroup_dirs_named, force_remove_parent, require_root, unique_parent
+from grpc_harness import shell, wait_for
 from reliability_harness import (
     RPC_TIMEOUT,
     MiB,
@@ -33,11 +34,9 @@ from reliability_harness import (
     alive,
     descendants,
     processes_with_job_id,
-    shell,
     stdout_digest,
     submit,
     wait_ended,
-    wait_for,
     worker_serve,
     write_config,
     zeros_digest,
