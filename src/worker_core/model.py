@@ -233,6 +233,8 @@ class ExitResult:
     exit_code: int | None
     signal: int | None
     cpu_seconds: float | None = None
+    # The launcher's wait4 peak: an upper bound for a forked job (it counts pages shared with
+    # the launcher before exec), which is why the engine does not report it as a fact.
     max_rss_bytes: int | None = None
     oom_killed: bool = False
     facts: dict[str, Any] = attrs.Factory(dict)
