@@ -24,7 +24,7 @@ from worker_core.errors import InvalidSpec
 from worker_core.output import Chunk
 from worker_plugins.grpc_transport import convert
 from worker_plugins.grpc_transport import worker_pb2 as pb
-from worker_plugins.grpc_transport.batching import batch
+from worker_plugins.grpc_transport.batching import EncodedChunk, batch, encode_output_chunk
 
 text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=20)
 positive = st.integers(min_value=1, max_value=convert.MAX_INT_LIMIT)
@@ -203,3 +203,36 @@ def test_batch_splits_at_the_limit_and_keeps_offsets() -> None:
 def test_batch_does_not_merge_across_a_gap() -> None:
     messages = list(batch(_chunks((Stream.STDOUT, 0, b"a"), (Stream.STDOUT, 5, b"b")), 100))
     assert [(m.offset, m.data) for m in messages] == [(0, b"a"), (5, b"b")]
+
+
+@given(
+    stream=st.sampled_from([pb.STREAM_UNSPECIFIED, pb.STREAM_STDOUT, pb.STREAM_STDERR]),
+    offset=st.integers(min_value=0, max_value=2**64 - 1),
+    parts=st.lists(st.binary(max_size=300), max_size=5),
+)
+def test_encoded_chunks_are_the_bytes_protobuf_writes(
+    stream: pb.Stream.ValueType, offset: int, parts: list[bytes]
+) -> None:
+    # Tail's messages skip pb.OutputChunk on the way out: a client must not be able to tell.
+    data = b"".join(parts)
+    expected = pb.OutputChunk(stream=stream, offset=offset, data=data).SerializeToString()
+    encoded = encode_output_chunk(EncodedChunk(stream, offset, parts))
+    assert encoded == expected
+    parsed = pb.OutputChunk.FromString(encoded)
+    assert (parsed.stream, parsed.offset, parsed.data) == (stream, offset, data)
+
+
+def test_a_large_encoded_chunk_round_trips() -> None:
+    parts = [bytes([i]) * (300 << 10) for i in range(4)]  # 1.2 MiB: a 3-byte length varint
+    message = EncodedChunk(pb.STREAM_STDERR, 5 << 30, parts)
+    parsed = pb.OutputChunk.FromString(encode_output_chunk(message))
+    assert (parsed.stream, parsed.offset, parsed.data) == (
+        pb.STREAM_STDERR,
+        5 << 30,
+        b"".join(parts),
+    )
+
+
+def test_the_encoder_still_takes_protobuf_messages() -> None:
+    message = pb.OutputChunk(stream=pb.STREAM_STDOUT, offset=3, data=b"x")
+    assert encode_output_chunk(message) == message.SerializeToString()

@@ -69,7 +69,6 @@ EXERCISED_BY = {
 }
 
 
-
 def test_the_spec_list_is_the_one_pluggy_sees() -> None:
     from worker_core.plugins import make_plugin_manager
 

@@ -4,6 +4,7 @@ gap visible in the offsets."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 
@@ -59,3 +60,59 @@ def test_overall_budget_drops_the_output_of_the_longest_finished_jobs_first() ->
         assert kept[-1] == 1 << 20, "the newest output is kept"
         assert kept[0] == 0, "the longest-finished job's output went first"
         assert engine.get(jobs[0]).exit_code == 0, "its record stays"
+
+
+_DISCARD_SCRIPT = """
+import sys
+from worker_core import Chunk, Job, JobSpec, JobState, Stream, allocator
+from worker_plugins import broker as broker_module
+
+assert allocator.tune_for_streaming()  # as worker serve runs
+if sys.argv[1] == "never-release":
+    broker_module.RELEASE_AFTER_BYTES = 1 << 62
+
+def rss_mib():
+    with open("/proc/self/status") as f:
+        return int(next(l for l in f if l.startswith("VmRSS:")).split()[1]) // 1024
+
+broker = broker_module.MemoryBroker()
+spec = JobSpec("/bin/true")
+big, small = Job(id="big", owner=None, spec=spec), Job(id="small", owner=None, spec=spec)
+for job in (big, small):
+    broker.on_state_change(job, None)
+size = 64 << 10
+for i in range(1600):  # 100 MiB for "big", interleaved with a chunk of "small" that stays
+    piece = bytes([i % 256]) * size  # a new buffer each time, as every pipe read is
+    broker.on_output(big, Chunk("big", Stream.STDOUT, i * size, piece))
+    broker.on_output(small, Chunk("small", Stream.STDOUT, i * 100, b"y" * 100))
+peak = rss_mib()
+ended = Job(id="big", owner=None, spec=spec, state=JobState.ENDED)
+broker.on_state_change(ended, JobState.RUNNING)
+broker.discard("big")
+print(peak, rss_mib())
+"""
+
+
+def _rss_around_a_discard(mode: str) -> tuple[int, int]:
+    result = subprocess.run(
+        [sys.executable, "-c", _DISCARD_SCRIPT, mode],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    peak, after = map(int, result.stdout.split())
+    return peak, after
+
+
+def test_a_discarded_jobs_output_goes_back_to_the_kernel() -> None:
+    # With the allocator tuned as `worker serve` tunes it, memory freed between live
+    # buffers (here the small job's chunks) stays with the process until released: the
+    # broker releases it after dropping 64 MiB or more. The control run shows the release
+    # is what returns it.
+    peak, after = _rss_around_a_discard("default")
+    assert peak >= 100
+    assert after <= peak - 80, f"{after} MiB still resident of {peak} MiB"
+    peak, kept = _rss_around_a_discard("never-release")
+    assert kept >= peak - 20, "without a release the freed output would stay resident"

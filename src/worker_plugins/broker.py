@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 
 import attrs
 
-from worker_core import hookimpl
+from worker_core import allocator, hookimpl
 from worker_core.config import Config
 from worker_core.model import Job, JobState
 from worker_core.notify import Notifier, wait_future
@@ -31,6 +31,10 @@ from worker_core.output import Chunk, StartAt, StartPosition, Stream
 #: The most bytes one read hands a follower: large enough for throughput, small enough that
 #: one follower's batch does not hold a big slice of memory twice.
 MAX_READ_BYTES = 4 << 20
+
+#: Freed output past which the allocator is asked to give free memory back to the kernel (it
+#: keeps freed memory for reuse otherwise: see :mod:`worker_core.allocator`).
+RELEASE_AFTER_BYTES = 64 << 20
 
 
 def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
@@ -189,6 +193,7 @@ class MemoryBroker:
         self._lock = threading.Lock()
         self._total = 0  # bytes kept across all logs
         self._finished: OrderedDict[str, None] = OrderedDict()  # ended jobs, in order of ending
+        self._freed = 0  # bytes of output dropped since memory was last released
         self.config = MemoryBrokerConfig()
 
     def _log(self, job_id: str) -> JobLog:
@@ -227,7 +232,10 @@ class MemoryBroker:
                 old, _ = self._finished.popitem(last=False)
                 log = self._logs.get(old)
                 if log is not None:
-                    self._total -= log.drop_all()
+                    self._dropped(log.drop_all())
+            release = self._release_due()
+        if release:
+            allocator.release_free_memory()  # outside the lock: trimming takes milliseconds
 
     # OutputStore -------------------------------------------------------------------------
 
@@ -244,7 +252,22 @@ class MemoryBroker:
             log = self._logs.pop(job_id, None)
             self._finished.pop(job_id, None)
             if log is not None:
-                self._total -= log.drop_all()
+                self._dropped(log.drop_all())
+            release = self._release_due()
+        if release:
+            allocator.release_free_memory()
+
+    def _dropped(self, freed: int) -> None:
+        """Account for a whole log's output dropped. Call with ``_lock`` held."""
+        self._total -= freed
+        self._freed += freed
+
+    def _release_due(self) -> bool:
+        """Whether enough was dropped to give memory back now. Call with ``_lock`` held."""
+        if self._freed < RELEASE_AFTER_BYTES:
+            return False
+        self._freed = 0
+        return True
 
     def kept_bytes(self) -> int:
         """Bytes of output held for all jobs."""

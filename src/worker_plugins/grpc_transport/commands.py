@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import attrs
 import click
 
+from worker_core import allocator
 from worker_core.config import Config
 from worker_core.errors import WorkerError
 from worker_core.plugins import config_reference, parse_plugin_names
@@ -141,6 +142,9 @@ def serve_command(
     and its core refuses anything older than TLS 1.2.
     """
     _ensure_cipher_policy()
+    # This process is the server's own: large output buffers are kept for reuse (measured:
+    # Tail throughput roughly doubles; see worker_core.allocator).
+    allocator.tune_for_streaming()
     transport = GrpcTransport()
     try:
         config = Config.load(config_path) if config_path else Config()

@@ -13,11 +13,13 @@ import threading
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
+import grpc
 from grpc import aio
 
 from worker_core.errors import ConfigError
 
 from . import worker_pb2_grpc as pb_grpc
+from .batching import encode_output_chunk
 from .config import GrpcConfig
 from .guard import Guard
 from .servicer import WorkerServicer
@@ -57,6 +59,36 @@ def server_options(config: GrpcConfig) -> list[tuple[str, Any]]:
         # A pending unauthenticated handshake may not hold a connection open for long.
         ("grpc.server_handshake_timeout_ms", 10_000),
     ]
+
+
+class _Registration:
+    """Stands in for the server while the generated code registers the service's handlers."""
+
+    def __init__(self) -> None:
+        self.service = ""
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        pass  # the same handlers arrive through add_registered_method_handlers
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self.service, self.handlers = service, dict(handlers)
+
+
+def add_worker_service(servicer: WorkerServicer, server: aio.Server) -> None:
+    """Register ``worker.v1.Worker`` as the generated code would, except that Tail's messages
+    are written by :func:`~.batching.encode_output_chunk` (no copy of the data into a
+    protobuf message first)."""
+    registration = _Registration()
+    pb_grpc.add_WorkerServicer_to_server(servicer, registration)
+    handlers = registration.handlers
+    handlers["Tail"] = handlers["Tail"]._replace(response_serializer=encode_output_chunk)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(registration.service, handlers),)
+    )
+    server.add_registered_method_handlers(registration.service, handlers)
 
 
 def parse_listen(address: str) -> tuple[str, int]:
@@ -104,9 +136,7 @@ class GrpcServer:
 
     async def _start(self, host: str, port: int, material: TlsMaterial) -> int:
         server = aio.server(interceptors=[self.guard], options=server_options(self._config))
-        pb_grpc.add_WorkerServicer_to_server(
-            WorkerServicer(self._engine, self._config.tail_message_bytes), server
-        )
+        add_worker_service(WorkerServicer(self._engine, self._config.tail_message_bytes), server)
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
             bound = server.add_secure_port(target, server_credentials(material))

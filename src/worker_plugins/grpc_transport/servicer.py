@@ -18,7 +18,7 @@ from worker_core.errors import InvalidSpec
 from . import convert
 from . import worker_pb2 as pb
 from . import worker_pb2_grpc as pb_grpc
-from .batching import Horizon, batch
+from .batching import EncodedChunk, Horizon, batch
 from .guard import current_principal
 
 if TYPE_CHECKING:
@@ -74,9 +74,11 @@ class WorkerServicer(pb_grpc.WorkerServicer):
         )
         return pb.StopResponse(job=convert.job_to_pb(job))
 
-    async def Tail(
+    # Yields EncodedChunk, not pb.OutputChunk: add_worker_service registers the serializer
+    # that writes each one as an OutputChunk (see batching), hence the override.
+    async def Tail(  # type: ignore[override]
         self, request: pb.TailRequest, context: aio.ServicerContext
-    ) -> AsyncIterator[pb.OutputChunk]:
+    ) -> AsyncIterator[EncodedChunk]:
         job_id = _job_id(request.job_id)
         streams = convert.streams_from_pb(request.stream)
         start = convert.start_from_pb(request)

@@ -1,0 +1,82 @@
+"""Settings for glibc's allocator in a process that streams large buffers (``worker serve``).
+
+Job output moves through the server in buffers of up to a MiB: a pipe read, a Tail message,
+its TLS frames. glibc serves each allocation over 128 KiB with a fresh ``mmap`` and returns
+it with ``munmap`` on free, and gives the top of its heap back to the kernel as soon as
+128 KiB of it is free; so every such buffer costs two system calls and a page fault per
+4 KiB touched, again and again. Measured on a 2-core VM, reading 1 GiB from a pipe in 1 MiB
+reads cost 1.79 s of CPU with the defaults and 0.14 s with the settings below, and a Tail
+follower's throughput roughly doubled.
+
+With them, up to :data:`TRIM_THRESHOLD` of free memory at the top of a heap stays with the
+process for reuse (more is returned at once), and memory freed between buffers still in use
+stays until :func:`release_free_memory` hands it back; the output broker calls that after
+dropping a large amount of output.
+
+Process-wide, so only the program that owns the process decides: ``worker serve`` calls
+:func:`tune_for_streaming` at startup; a program embedding the engine may call it too. On a
+libc other than glibc both functions do nothing and say so by returning False.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import threading
+from functools import cache
+
+log = logging.getLogger("worker.allocator")
+
+#: glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+#: Allocations below this come from the heap, not a fresh mmap. 32 MiB is glibc's largest
+#: allowed value on 64-bit hosts, well above any buffer the server makes.
+MMAP_THRESHOLD = 32 << 20
+#: Free memory at the top of the heap kept for reuse before it is returned on free().
+TRIM_THRESHOLD = 128 << 20
+
+_lock = threading.Lock()
+
+
+@cache
+def _glibc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        libc.gnu_get_libc_version.restype = ctypes.c_char_p
+    except (OSError, AttributeError):  # not glibc (musl has no gnu_get_libc_version)
+        return None
+    return libc
+
+
+def tune_for_streaming() -> bool:
+    """Keep large buffers in the heap and freed memory for reuse. True if applied."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    with _lock:
+        applied = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+            libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+        )
+    if not applied:
+        log.warning("glibc refused the allocator settings; keeping its defaults")
+    return applied
+
+
+def release_free_memory() -> bool:
+    """Return the allocator's free memory (in every arena) to the kernel. True if any was."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    with _lock:
+        return bool(libc.malloc_trim(0))
+
+
+__all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "release_free_memory", "tune_for_streaming"]
