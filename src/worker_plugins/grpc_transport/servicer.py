@@ -9,11 +9,12 @@ it, so the ``authorize`` hooks decide every time.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from worker_core.errors import InvalidSpec
+from worker_core.errors import InvalidSpec, JobNotFound
 
 from . import convert
 from . import worker_pb2 as pb
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
     from grpc import aio
 
     from worker_core.engine import Engine
+
+#: Longest a Submit may wait for its job to end (``wait_seconds``).
+MAX_SUBMIT_WAIT_SECONDS = 3600.0
 
 #: Longest single wait for new output. A Tail stream wakes this often even when the job is
 #: silent, so no wait is unbounded; a cancelled call interrupts it at once anyway.
@@ -49,8 +53,20 @@ class WorkerServicer(pb_grpc.WorkerServicer):
     ) -> pb.SubmitResponse:
         if not request.HasField("spec"):
             raise InvalidSpec("spec", "is required")
+        wait = request.wait_seconds if request.HasField("wait_seconds") else 0.0
+        if not (math.isfinite(wait) and 0 <= wait <= MAX_SUBMIT_WAIT_SECONDS):
+            raise InvalidSpec(
+                "wait_seconds",
+                f"must be a number from 0 to {MAX_SUBMIT_WAIT_SECONDS:g}, got {wait}",
+            )
         spec = convert.spec_from_pb(request.spec)
         job = await self._engine.aio.submit(spec, current_principal())
+        if wait and not job.is_finished:
+            # The submitter gets its own job's record, as without a wait: no read
+            # permission is asked for (a submit-only role still learns how its job ended).
+            # A record already evicted (many jobs ending at once) leaves the one we have.
+            with contextlib.suppress(JobNotFound):
+                job = await self._engine.aio.wait(job.id, wait)
         return pb.SubmitResponse(job=convert.job_to_pb(job))
 
     async def Get(self, request: pb.GetRequest, context: aio.ServicerContext) -> pb.GetResponse:
