@@ -92,6 +92,16 @@ def running_server(
         server.stop(1.0)
 
 
+@contextlib.contextmanager
+def running_rbac_server(directory: Path, policy_text: str) -> Iterator[Harness]:
+    """A server with the ``rbac`` plugin and ``policy_text`` as its policy file."""
+    policy = directory / "policy.toml"
+    policy.write_text(policy_text)
+    config = Config(plugins={"rbac": {"policy": str(policy)}})
+    with running_server(directory / "pki", plugins=["rbac"], config=config) as harness:
+        yield harness
+
+
 def spec(*argv: str) -> pb.JobSpec:
     return pb.JobSpec(command=argv[0], args=list(argv[1:]))
 

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_harness import RPC_TIMEOUT, Harness, running_server, shell
+from grpc_harness import RPC_TIMEOUT, Harness, running_rbac_server, shell
 
-from worker_core.config import Config
 from worker_plugins.grpc_transport import worker_pb2 as pb
 
 pytest.importorskip("worker_plugins.rbac.plugin")
@@ -36,11 +35,7 @@ OK, NOT_FOUND, DENIED = "ok", grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISS
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    directory = tmp_path_factory.mktemp("rbac")
-    policy = directory / "policy.toml"
-    policy.write_text(POLICY)
-    config = Config(plugins={"rbac": {"policy": str(policy)}})
-    with running_server(directory / "pki", plugins=["rbac"], config=config) as h:
+    with running_rbac_server(tmp_path_factory.mktemp("rbac"), POLICY) as h:
         yield h
 
 

@@ -7,9 +7,8 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from grpc_harness import RPC_TIMEOUT, Harness, running_server, shell, spec
+from grpc_harness import RPC_TIMEOUT, Harness, running_rbac_server, shell, spec
 
-from worker_core.config import Config
 from worker_plugins.grpc_transport import worker_pb2 as pb
 from worker_plugins.grpc_transport.errors import FIELD_METADATA_KEY
 
@@ -25,11 +24,7 @@ sam = ["submitter"]
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    directory = tmp_path_factory.mktemp("submit-wait")
-    policy = directory / "policy.toml"
-    policy.write_text(POLICY)
-    config = Config(plugins={"rbac": {"policy": str(policy)}})
-    with running_server(directory / "pki", plugins=["rbac"], config=config) as h:
+    with running_rbac_server(tmp_path_factory.mktemp("submit-wait"), POLICY) as h:
         yield h
 
 
