@@ -100,7 +100,7 @@ class Bare:
 
     def __init__(self, pki: TestPKI, directory: Path) -> None:
         ca = directory / "bare-ca.pem"
-        ca.write_bytes(pki.ca.pem)
+        ca.write_bytes(pki.ca.cert_pem)
         cert, key = pki.server.write(directory, "bare-server")
         self.pki = pki
         self.process = subprocess.Popen(
@@ -113,7 +113,7 @@ class Bare:
 
     def channel(self) -> grpc.Channel:
         identity = self.pki.client("alice")
-        creds = grpc.ssl_channel_credentials(self.pki.ca.pem, identity.key, identity.cert)
+        creds = grpc.ssl_channel_credentials(self.pki.ca.cert_pem, identity.key, identity.cert)
         return grpc.secure_channel(
             f"127.0.0.1:{self.port}", creds, options=[("grpc.max_receive_message_length", 8 << 20)]
         )

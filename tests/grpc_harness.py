@@ -45,7 +45,7 @@ class Harness:
 
     def channel(self, identity: Identity | None) -> grpc.Channel:
         creds = grpc.ssl_channel_credentials(
-            self.pki.ca.pem,
+            self.pki.ca.cert_pem,
             identity.key if identity else None,
             identity.cert if identity else None,
         )
@@ -141,7 +141,7 @@ class ServeProcess:
 
     def stub(self, cn: str = "alice") -> pb_grpc.WorkerStub:
         identity = self.pki.client(cn)
-        creds = grpc.ssl_channel_credentials(self.pki.ca.pem, identity.key, identity.cert)
+        creds = grpc.ssl_channel_credentials(self.pki.ca.cert_pem, identity.key, identity.cert)
         return pb_grpc.WorkerStub(grpc.secure_channel(f"127.0.0.1:{self.port}", creds))
 
     @property

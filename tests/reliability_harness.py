@@ -146,7 +146,7 @@ class ServerProcess:
     def channel(self, cn: str = "alice", port: int | None = None) -> grpc.Channel:
         """A new mTLS channel (its own TCP connection) as ``cn``, to the server or ``port``."""
         identity = self.identity(cn)
-        creds = grpc.ssl_channel_credentials(self.pki.ca.pem, identity.key, identity.cert)
+        creds = grpc.ssl_channel_credentials(self.pki.ca.cert_pem, identity.key, identity.cert)
         channel = grpc.secure_channel(
             f"127.0.0.1:{port or self.port}",
             creds,

@@ -85,7 +85,7 @@ def test_vanished_follower_is_dropped(tmp_path: Path) -> None:
             .job.id
         )
         identity = h.pki.client("ghost")
-        creds = grpc.ssl_channel_credentials(h.pki.ca.pem, identity.key, identity.cert)
+        creds = grpc.ssl_channel_credentials(h.pki.ca.cert_pem, identity.key, identity.cert)
         channel = grpc.secure_channel(
             f"127.0.0.1:{proxy.port}",
             creds,

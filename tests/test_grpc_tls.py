@@ -45,7 +45,7 @@ def _handshake(
     directory = tmp_path_factory.mktemp("client")
     cert, key = harness.pki.client("alice").write(directory, "client")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.load_verify_locations(cadata=harness.pki.ca.pem.decode())
+    context.load_verify_locations(cadata=harness.pki.ca.cert_pem.decode())
     context.load_cert_chain(cert, key)
     context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
     context.maximum_version = version

@@ -88,7 +88,7 @@ def test_tail_follow_of_unreachable_server(env: dict[str, str]) -> None:
 
 def test_server_certificate_from_another_ca(harness: Harness, env: dict[str, str]) -> None:
     other_ca = harness.pki.directory / "other-ca.pem"
-    other_ca.write_bytes(harness.pki.other_ca.pem)
+    other_ca.write_bytes(harness.pki.other_ca.cert_pem)
     result = run(["list"], {**env, "WORKER_CA": str(other_ca)})
     assert result.exit_code == EXIT_UNAVAILABLE
     assert_one_line_error(result, "TLS handshake with", "not trusted")

@@ -146,7 +146,7 @@ def _signed_by_a_client(harness: Harness, signer_cn: str, cn: str) -> Identity:
     signer = harness.pki.client(signer_cn)
     key = serialization.load_pem_private_key(signer.key, password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
-    fake_ca = CA(signer_cn, key, x509.load_pem_x509_certificate(signer.cert))
+    fake_ca = CA(x509.load_pem_x509_certificate(signer.cert), key)
     forged = issue(fake_ca, cn)
     return _with_chain(forged, signer.cert)
 
@@ -155,7 +155,7 @@ IMPOSTORS: dict[str, Callable[[Harness], Identity]] = {
     "self-signed admin": lambda h: _self_signed("admin"),
     "admin from another CA": lambda h: h.pki.foreign_client("admin"),
     "admin from another CA, chain included": lambda h: _with_chain(
-        h.pki.foreign_client("admin"), h.pki.other_ca.pem
+        h.pki.foreign_client("admin"), h.pki.other_ca.cert_pem
     ),
     "admin signed by alice's key": lambda h: _signed_by_a_client(h, "alice", "admin"),
     "admin issued by a CA also named like ours": lambda h: client_of_namesake(h, "admin"),
@@ -164,7 +164,7 @@ IMPOSTORS: dict[str, Callable[[Harness], Identity]] = {
 
 def client_of_namesake(harness: Harness, cn: str) -> Identity:
     """A CA with our CA's exact name (but its own key) issues ``cn``."""
-    namesake = make_ca(harness.pki.ca.name)
+    namesake = make_ca(harness.pki.ca.common_name)
     return issue(namesake, cn)
 
 
@@ -172,7 +172,7 @@ def _raw_handshake(harness: Harness, identity: Identity, directory: Path) -> Non
     """A TLS handshake and one read with ``identity``; raises if the server refuses it."""
     cert, key = identity.write(directory, "impostor")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.load_verify_locations(cadata=harness.pki.ca.pem.decode())
+    context.load_verify_locations(cadata=harness.pki.ca.cert_pem.decode())
     context.load_cert_chain(cert, key)
     context.set_alpn_protocols(["h2"])
     with (

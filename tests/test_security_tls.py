@@ -81,7 +81,7 @@ def server(
     pki = TestPKI(ca, make_ca("some other CA"), server_identity(ca), directory)
     if request.param == "rsa":
         pki = TestPKI(ca, pki.other_ca, _rsa_server(pki), directory)
-    pki.ca_path.write_bytes(ca.pem)
+    pki.ca_path.write_bytes(ca.cert_pem)
     pki.server.write(directory, "server")
     with worker_serve(directory / "run", pki=pki) as server:
         yield request.param, server
@@ -95,7 +95,7 @@ def _client_context(
     with_certificate: bool = True,
 ) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.load_verify_locations(cadata=server.pki.ca.pem.decode())
+    context.load_verify_locations(cadata=server.pki.ca.cert_pem.decode())
     if with_certificate:
         cert, key = server.identity("alice").write(directory, "alice")
         context.load_cert_chain(cert, key)

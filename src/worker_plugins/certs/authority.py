@@ -188,31 +188,50 @@ def _leaf(
 ) -> Issued:
     check_ca(ca)
     lifetime = _positive_days(days)
-    key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
     # A leaf outliving its CA would only fail later, and more confusingly: clamp it.
     not_after = min(now + lifetime, ca.expires)
+    # Exactly one purpose each: the server checks clientAuth on every caller.
+    return sign_leaf(ca, cn, [usage], names, not_before=now - _BACKDATE, not_after=not_after)
+
+
+def sign_leaf(
+    issuer: Issued,
+    cn: str,
+    usages: Sequence[x509.ObjectIdentifier],
+    names: Sequence[x509.GeneralName] = (),
+    *,
+    not_before: datetime.datetime,
+    not_after: datetime.datetime,
+) -> Issued:
+    """A new key and a leaf certificate for it, signed by ``issuer`` as given: no checks.
+
+    The certificates :func:`issue_server` and :func:`issue_client` make, built from the parts;
+    ``usages`` empty leaves the extended-key-usage extension out. Tests use it directly for
+    the certificates a server must refuse (expired, the wrong usage, a forged issuer).
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
     builder = (
         x509.CertificateBuilder()
         .subject_name(_subject(cn))
-        .issuer_name(ca.cert.subject)
+        .issuer_name(issuer.cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
+        .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(digital_signature=True), critical=True)
-        # Exactly one purpose each: the server checks clientAuth on every caller.
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
             critical=False,
         )
     )
+    if usages:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
     if names:
         builder = builder.add_extension(x509.SubjectAlternativeName(list(names)), critical=False)
-    return Issued(builder.sign(ca.key, hashes.SHA256()), key)
+    return Issued(builder.sign(issuer.key, hashes.SHA256()), key)
 
 
 def issue_server(ca: Issued, hosts: Iterable[str] = DEFAULT_HOSTS, days: int = LEAF_DAYS) -> Issued:
