@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -77,3 +78,22 @@ def test_free_memory_goes_back_to_the_kernel_when_released() -> None:
     assert peak >= 100
     assert kept >= peak - 10, "the tuned allocator gave memory back on free"
     assert released <= peak - 90, f"release_free_memory left {released} of {peak} MiB"
+
+
+def test_background_releases_do_not_pile_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Many requests while a slow release runs make it run once more, not once each.
+    runs: list[float] = []
+
+    def slow_release() -> bool:
+        runs.append(time.monotonic())
+        time.sleep(0.1)
+        return True
+
+    monkeypatch.setattr(allocator, "release_free_memory", slow_release)
+    for _ in range(20):
+        allocator.release_free_memory_soon()
+    deadline = time.monotonic() + 10
+    while allocator._releaser is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert allocator._releaser is None, "the background release did not finish"
+    assert 1 <= len(runs) <= 2

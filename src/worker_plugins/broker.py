@@ -235,7 +235,7 @@ class MemoryBroker:
                     self._dropped(log.drop_all())
             release = self._release_due()
         if release:
-            allocator.release_free_memory()  # outside the lock: trimming takes milliseconds
+            allocator.release_free_memory_soon()  # trimming takes milliseconds: not here
 
     # OutputStore -------------------------------------------------------------------------
 
@@ -255,7 +255,7 @@ class MemoryBroker:
                 self._dropped(log.drop_all())
             release = self._release_due()
         if release:
-            allocator.release_free_memory()
+            allocator.release_free_memory_soon()
 
     def _dropped(self, freed: int) -> None:
         """Account for a whole log's output dropped. Call with ``_lock`` held."""
