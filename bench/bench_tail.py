@@ -50,7 +50,9 @@ def main() -> int:
             )
             peak = sampler.stop()
             server.close_channels()
-            time.sleep(2.0)
+            # Long enough for the server's memory housekeeping (every 10 s) to hand back
+            # what the followers' buffers held.
+            time.sleep(12.0)
             after = server.stats()
             status = server.stop()
 

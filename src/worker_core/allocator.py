@@ -41,6 +41,17 @@ TRIM_THRESHOLD = 128 << 20
 _lock = threading.Lock()  # one mallopt or malloc_trim at a time
 
 
+class _MallInfo2(ctypes.Structure):
+    # struct mallinfo2 (glibc 2.33+): every field a size_t.
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd",
+            "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost",
+        )
+    ]  # fmt: skip
+
+
 @cache
 def _glibc() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")
@@ -89,6 +100,30 @@ _releaser: threading.Thread | None = None
 _release_again = False
 
 
+def free_bytes() -> int | None:
+    """Bytes the allocator holds free for reuse (in every arena); None without glibc."""
+    libc = _glibc()
+    mallinfo2 = getattr(libc, "mallinfo2", None)  # glibc 2.33 and later
+    if mallinfo2 is None:
+        return None
+    mallinfo2.restype = _MallInfo2
+    info: _MallInfo2 = mallinfo2()
+    return int(info.fordblks)
+
+
+def release_if_free_above(limit: int) -> bool:
+    """Start a background release when more than ``limit`` bytes are held free. True if so.
+
+    For a server's periodic housekeeping: after a burst (hundreds of followers, each with a
+    message in flight) the freed buffers otherwise stay resident until the next burst.
+    """
+    free = free_bytes()
+    if free is None or free <= limit:
+        return False
+    release_free_memory_soon()
+    return True
+
+
 def release_free_memory_soon() -> None:
     """:func:`release_free_memory` on a background thread; returns at once.
 
@@ -120,7 +155,9 @@ def _release_loop() -> None:
 __all__ = [
     "MMAP_THRESHOLD",
     "TRIM_THRESHOLD",
+    "free_bytes",
     "release_free_memory",
     "release_free_memory_soon",
+    "release_if_free_above",
     "tune_for_streaming",
 ]

@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 #: Seconds the gRPC server gives open calls to finish once every job has ended.
 SERVER_STOP_GRACE = 2.0
 
+#: How often the server looks at the memory its allocator holds free, and how much it keeps:
+#: past that, the free part goes back to the kernel (see worker_core.allocator).
+HOUSEKEEPING_SECONDS = 10.0
+FREE_MEMORY_KEPT = 256 << 20
+
 
 #: Set in the environment of a re-executed ``serve`` so it re-executes at most once.
 _REEXEC_MARK = "WORKER_SERVE_REEXEC"
@@ -192,8 +197,8 @@ def _serve(
         except WorkerError as exc:
             _fail(str(exc))
         click.echo(f"worker serve: listening on {host}:{bound}", err=True)
-        while not stopping.wait(1.0):
-            pass
+        while not stopping.wait(HOUSEKEEPING_SECONDS):
+            allocator.release_if_free_above(FREE_MEMORY_KEPT)
         click.echo("worker serve: stopping every job...", err=True)
     finally:
         # Jobs first, with the server still up: followers get the final output and their
