@@ -15,9 +15,21 @@ from worker_core import allocator
 pytestmark = pytest.mark.skipif(allocator._glibc() is None, reason="needs glibc")
 
 
-def _run(code: str) -> str:
+#: Starts every tuned script: the settings `worker serve` applies, and a resident-set probe.
+_TUNED = """
+import gc, time
+from worker_core import allocator
+assert allocator.tune_for_streaming()
+def rss_mib():
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith("VmRSS:"))
+    return int(line.split()[1]) // 1024
+"""
+
+
+def _run(code: str, prelude: str = "") -> str:
     result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
         check=False,
         capture_output=True,
         text=True,
@@ -58,13 +70,6 @@ def test_tuned_pipe_reads_do_not_map_fresh_memory_each_time() -> None:
 
 def test_free_memory_goes_back_to_the_kernel_when_released() -> None:
     code = """
-        import gc
-        from worker_core import allocator
-        assert allocator.tune_for_streaming()
-        def rss_mib():
-            with open("/proc/self/status") as f:
-                line = next(line for line in f if line.startswith("VmRSS:"))
-            return int(line.split()[1]) // 1024
         # ~100 MiB in 100 KiB pieces: under TRIM_THRESHOLD, so kept for reuse when freed.
         held = [bytes([1]) * (100 << 10) for _ in range(1000)]
         peak = rss_mib()
@@ -74,7 +79,7 @@ def test_free_memory_goes_back_to_the_kernel_when_released() -> None:
         allocator.release_free_memory()
         print(peak, kept, rss_mib())
     """
-    peak, kept, released = map(int, _run(code).split())
+    peak, kept, released = map(int, _run(code, _TUNED).split())
     assert peak >= 100
     assert kept >= peak - 10, "the tuned allocator gave memory back on free"
     assert released <= peak - 90, f"release_free_memory left {released} of {peak} MiB"
@@ -103,13 +108,6 @@ def test_held_free_memory_is_measured_and_released_past_a_limit() -> None:
     # What `worker serve` does every 10 s: buffers freed after a burst go back to the kernel
     # once more than the limit is held free.
     code = """
-        import time
-        from worker_core import allocator
-        assert allocator.tune_for_streaming()
-        def rss_mib():
-            with open("/proc/self/status") as f:
-                line = next(line for line in f if line.startswith("VmRSS:"))
-            return int(line.split()[1]) // 1024
         burst = [bytes([i % 256]) * (100 << 10) for i in range(2000)]  # ~200 MiB
         kept = [bytes(100) for _ in range(2000)]  # allocated after: the burst is not on top
         peak = rss_mib()
@@ -122,6 +120,6 @@ def test_held_free_memory_is_measured_and_released_past_a_limit() -> None:
             time.sleep(0.05)
         print(peak, free, rss_mib())
     """
-    peak, free, after = map(int, _run(code).split())
+    peak, free, after = map(int, _run(code, _TUNED).split())
     assert free >= 190, f"only {free} MiB counted free after freeing ~200 MiB"
     assert after <= peak - 150, f"{after} MiB still resident of {peak} MiB"
