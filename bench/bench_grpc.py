@@ -9,7 +9,8 @@
    server streaming the same bytes in 1 MiB messages to as many clients (target for one
    follower: at least 60% of the raw stream). Two raw streams: bytes already in memory,
    and a relay of a job's pipe (the same `head` writing into the same 1 MiB pipe, read and
-   sent on, nothing kept) -- the like-for-like baseline of a live follower.
+   sent on) -- the like-for-like baseline of a live follower -- without and with keeping
+   every byte it sent (what replay costs: fresh memory for every byte).
 
 Both servers are separate processes on 127.0.0.1 with throwaway certificates; the clients
 are this process. Run as root:
@@ -60,9 +61,11 @@ async def stream(request, context):
         yield PAYLOAD[:n]
         left -= n
 
-async def relay(request, context):
+async def relay(request, context, keep=False):
     # A job's output passed on as it comes: head writes into a 1 MiB pipe (as the engine
-    # gives its jobs), read here in up to 1 MiB pieces and sent; nothing is kept.
+    # gives its jobs), read here in up to 1 MiB pieces and sent; kept until the end if asked
+    # (as a server that can replay must).
+    kept = []
     r, w = os.pipe()
     fcntl.fcntl(r, 1031, 1 << 20)
     job = await asyncio.create_subprocess_exec("head", "-c", request.decode(), "/dev/zero", stdout=w)
@@ -73,10 +76,16 @@ async def relay(request, context):
         lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(r, "rb", 0))
     try:
         while data := await reader.read(1 << 20):
+            if keep:
+                kept.append(data)
             yield data
     finally:
         transport.close()
         await job.wait()
+
+async def relay_keeping(request, context):
+    async for data in relay(request, context, keep=True):
+        yield data
 
 async def main():
     server = aio.server(options=[("grpc.max_send_message_length", 8 << 20)])
@@ -84,6 +93,7 @@ async def main():
         "Ping": grpc.unary_unary_rpc_method_handler(ping),
         "Stream": grpc.unary_stream_rpc_method_handler(stream),
         "Relay": grpc.unary_stream_rpc_method_handler(relay),
+        "RelayKeeping": grpc.unary_stream_rpc_method_handler(relay_keeping),
     }),))
     creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
     port = server.add_secure_port("127.0.0.1:0", creds)
@@ -257,6 +267,7 @@ def main() -> None:
                 replay = replay_rate(server, live[1][1], total)
                 raws = {n: bare_rate(bare, n, total) for n in (1, many)}
                 relay = bare_rate(bare, 1, total, "Relay")
+                relay_keeping = bare_rate(bare, 1, total, "RelayKeeping")
         finally:
             bare.close()
 
@@ -280,9 +291,11 @@ def main() -> None:
 
     row("1 follower, replay", replay, "raw", raws[1], target=True)
     row("1 follower, live", tails[1], "relay", relay, target=True)
+    row("1 follower, live", tails[1], "relay+keep", relay_keeping, target=False)
     row("1 follower, live", tails[1], "raw", raws[1], target=False)
     row(f"{many} followers, live", tails[many], "raw", raws[many], target=False)
-    print("  (raw: bytes already in memory, no job. relay: a job's pipe passed on, nothing kept.")
+    print("  (raw: bytes already in memory, no job. relay: a job's pipe passed on, nothing kept;")
+    print("   relay+keep: the same, keeping every byte until the end as replay needs.")
     print("   A live follower shares the 2 cores with the writing job, the engine's pipe reads")
     print("   and keeping every byte for replay.)")
 
