@@ -10,12 +10,13 @@ follower's throughput roughly doubled.
 
 With them, up to :data:`TRIM_THRESHOLD` of free memory at the top of a heap stays with the
 process for reuse (more is returned at once), and memory freed between buffers still in use
-stays until :func:`release_free_memory` hands it back; the output broker calls that after
-dropping a large amount of output.
+stays until :func:`release_free_memory` hands it back. Two things ask for that, on a
+background thread: the output broker after dropping 64 MiB or more of output, and ``worker
+serve`` every 10 s when more than 256 MiB is held free (:func:`release_if_free_above`).
 
 Process-wide, so only the program that owns the process decides: ``worker serve`` calls
 :func:`tune_for_streaming` at startup; a program embedding the engine may call it too. On a
-libc other than glibc both functions do nothing and say so by returning False.
+libc other than glibc every function here does nothing and says so (False, or None).
 """
 
 from __future__ import annotations
