@@ -36,6 +36,7 @@ V2_FILES = (
     "memory.max",
     "memory.high",
     "memory.swap.max",
+    "memory.oom.group",
     "memory.events",
     "memory.peak",
     "pids.max",

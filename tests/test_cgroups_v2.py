@@ -108,6 +108,15 @@ def test_default_pids_max_is_always_written(tree: Path) -> None:
     assert not (tree / PARENT / "job1" / "memory.max").exists()
 
 
+def test_an_oom_kill_takes_the_whole_job(tmp_path: Path) -> None:
+    backend(make_tree(tmp_path / "a")).create("job1", Limits())
+    assert read(tmp_path / "a" / PARENT / "job1" / "memory.oom.group") == "1"
+    # Before 4.19 there is no such file: nothing to write, and no error.
+    root = make_tree(tmp_path / "b", omit=["memory.oom.group"])
+    backend(root).create("job1", Limits(memory_max=8 * MIB))
+    assert not (root / PARENT / "job1" / "memory.oom.group").exists()
+
+
 def test_no_swap_accounting_means_no_swap_write(tmp_path: Path) -> None:
     root = make_tree(tmp_path / "cg", omit=["memory.swap.max"])
     backend(root).create("job1", Limits(memory_max=8 * MIB))

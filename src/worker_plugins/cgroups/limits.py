@@ -193,6 +193,10 @@ def v2_writes(limits: Limits, caps: Capabilities, default_pids_max: int) -> list
             writes.append(Write("memory", "memory.swap.max", "0"))
     if limits.memory_high is not None:
         put("memory", "memory.high", str(limits.memory_high), "limits.memory_high")
+    # An OOM kill takes the whole job rather than one of its processes (a build with one
+    # compiler killed would go on, broken): what Kubernetes does for containers on v2.
+    if caps.has("memory", "memory.oom.group"):
+        writes.append(Write("memory", "memory.oom.group", "1"))
     if limits.cpu is not None:
         put("cpu", "cpu.max", f"{cpu_quota_us(limits.cpu)} {CPU_PERIOD_US}", "limits.cpu")
     if limits.cpu_weight is not None:
