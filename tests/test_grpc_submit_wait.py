@@ -85,7 +85,7 @@ def test_a_caller_giving_up_leaves_the_job_running(harness: Harness) -> None:
     before = {job.id for job in harness.engine.list()}
     with pytest.raises(grpc.RpcError) as info:
         harness.stub("sam").Submit(
-            pb.SubmitRequest(spec=spec("/bin/sleep", "30"), wait_seconds=20), timeout=0.5
+            pb.SubmitRequest(spec=spec("/bin/sleep", "30"), wait_seconds=20), timeout=2
         )
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     (job,) = [job for job in harness.engine.list() if job.id not in before]
