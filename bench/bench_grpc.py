@@ -295,9 +295,10 @@ def main() -> None:
     row("1 follower, live", tails[1], "raw", raws[1], target=False)
     row(f"{many} followers, live", tails[many], "raw", raws[many], target=False)
     print("  (raw: bytes already in memory, no job. relay: a job's pipe passed on, nothing kept;")
-    print("   relay+keep: the same, keeping every byte until the end as replay needs.")
-    print("   A live follower shares the 2 cores with the writing job, the engine's pipe reads")
-    print("   and keeping every byte for replay.)")
+    print("   relay+keep: the same, keeping every byte until the end as replay needs; measured")
+    print("   after the worker's jobs, so on a VM it pays for fresh memory second: see README.)")
+    print("  A live follower shares the 2 cores with the writing job, the engine's pipe reads")
+    print("  and keeping every byte for replay.")
 
 
 if __name__ == "__main__":
