@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -137,3 +139,29 @@ class Recorder:
     @hookimpl
     def post_exit(self, job: Job, result: Any) -> None:
         self._add("post_exit", (job.id, result.exit_code, result.signal))
+
+
+#: Starts a script that runs with the allocator settings `worker serve` applies (they are
+#: process-wide, so such scripts run in a fresh interpreter), with a resident-set probe.
+TUNED_PRELUDE = """
+import gc, sys, time
+from worker_core import allocator
+assert allocator.tune_for_streaming()
+def rss_mib():
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith("VmRSS:"))
+    return int(line.split()[1]) // 1024
+"""
+
+
+def run_python(code: str, *args: str, prelude: str = "") -> str:
+    """Run ``prelude`` + ``code`` (dedented) in a fresh interpreter; its stdout, or fail."""
+    result = subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout

@@ -3,40 +3,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 import time
 
 import pytest
+from helpers import TUNED_PRELUDE, run_python
 
 from worker_core import allocator
 
 pytestmark = pytest.mark.skipif(allocator._glibc() is None, reason="needs glibc")
-
-
-#: Starts every tuned script: the settings `worker serve` applies, and a resident-set probe.
-_TUNED = """
-import gc, time
-from worker_core import allocator
-assert allocator.tune_for_streaming()
-def rss_mib():
-    with open("/proc/self/status") as f:
-        line = next(line for line in f if line.startswith("VmRSS:"))
-    return int(line.split()[1]) // 1024
-"""
-
-
-def _run(code: str, prelude: str = "") -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", prelude + textwrap.dedent(code)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def test_tuned_pipe_reads_do_not_map_fresh_memory_each_time() -> None:
@@ -62,8 +36,8 @@ def test_tuned_pipe_reads_do_not_map_fresh_memory_each_time() -> None:
             os.read(r, 1 << 20)
         print(faults() - before)
     """
-    default = int(_run(code.replace("sys.argv[1]", "'default'")))
-    tuned = int(_run(code.replace("sys.argv[1]", "'tuned'")))
+    default = int(run_python(code, "default"))
+    tuned = int(run_python(code, "tuned"))
     assert default >= 2000, "expected at least a fault per read with glibc's defaults"
     assert tuned < 200
 
@@ -79,7 +53,7 @@ def test_free_memory_goes_back_to_the_kernel_when_released() -> None:
         allocator.release_free_memory()
         print(peak, kept, rss_mib())
     """
-    peak, kept, released = map(int, _run(code, _TUNED).split())
+    peak, kept, released = map(int, run_python(code, prelude=TUNED_PRELUDE).split())
     assert peak >= 100
     assert kept >= peak - 10, "the tuned allocator gave memory back on free"
     assert released <= peak - 90, f"release_free_memory left {released} of {peak} MiB"
@@ -120,6 +94,6 @@ def test_held_free_memory_is_measured_and_released_past_a_limit() -> None:
             time.sleep(0.05)
         print(peak, free, rss_mib())
     """
-    peak, free, after = map(int, _run(code, _TUNED).split())
+    peak, free, after = map(int, run_python(code, prelude=TUNED_PRELUDE).split())
     assert free >= 90, f"only {free} MiB counted free after freeing ~100 MiB"
     assert after <= peak - 80, f"{after} MiB still resident of {peak} MiB"

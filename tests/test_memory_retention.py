@@ -4,9 +4,10 @@ gap visible in the offsets."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import threading
+
+from helpers import TUNED_PRELUDE, run_python
 
 from worker_core import Chunk, Config, Engine, JobSpec, StartAt, Stream
 
@@ -63,17 +64,11 @@ def test_overall_budget_drops_the_output_of_the_longest_finished_jobs_first() ->
 
 
 _DISCARD_SCRIPT = """
-import sys, time
-from worker_core import Chunk, Job, JobSpec, JobState, Stream, allocator
+from worker_core import Chunk, Job, JobSpec, JobState, Stream
 from worker_plugins import broker as broker_module
 
-assert allocator.tune_for_streaming()  # as worker serve runs
 if sys.argv[1] == "never-release":
     broker_module.RELEASE_AFTER_BYTES = 1 << 62
-
-def rss_mib():
-    with open("/proc/self/status") as f:
-        return int(next(l for l in f if l.startswith("VmRSS:")).split()[1]) // 1024
 
 broker = broker_module.MemoryBroker()
 spec = JobSpec("/bin/true")
@@ -98,15 +93,8 @@ print(peak, rss_mib())
 
 
 def _rss_around_a_discard(mode: str) -> tuple[int, int]:
-    result = subprocess.run(
-        [sys.executable, "-c", _DISCARD_SCRIPT, mode],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    peak, after = map(int, result.stdout.split())
+    # Tuned as `worker serve` runs.
+    peak, after = map(int, run_python(_DISCARD_SCRIPT, mode, prelude=TUNED_PRELUDE).split())
     return peak, after
 
 
