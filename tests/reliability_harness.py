@@ -272,7 +272,9 @@ class Relay:
     """A TCP relay from a local port to ``upstream``, one connection at a time per accept.
 
     ``stall()`` stops reading what the server sends (the server's socket buffers fill, as
-    with a client that stopped reading); ``reset()`` closes both sides with RST.
+    with a client that stopped reading); ``freeze()`` stops moving bytes either way but keeps
+    the sockets open (a peer whose machine lost power: no FIN, no RST); ``reset()`` closes
+    both sides with RST.
     """
 
     def __init__(self, upstream: int) -> None:
@@ -280,6 +282,7 @@ class Relay:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._stalled = threading.Event()
+        self._frozen = threading.Event()
         self._closed = threading.Event()
         self._sockets: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
@@ -307,8 +310,8 @@ class Relay:
     def _pump(self, src: socket.socket, dst: socket.socket, from_server: bool) -> None:
         src.settimeout(0.1)
         while not self._closed.is_set():
-            if from_server and self._stalled.is_set():
-                time.sleep(0.05)  # not reading: the kernel buffers fill, then the server waits
+            if self._frozen.is_set() or (from_server and self._stalled.is_set()):
+                time.sleep(0.05)  # not reading: the kernel buffers fill, then the sender waits
                 continue
             try:
                 data = src.recv(1 << 16)
@@ -325,6 +328,9 @@ class Relay:
 
     def stall(self) -> None:
         self._stalled.set()
+
+    def freeze(self) -> None:
+        self._frozen.set()
 
     def reset(self) -> None:
         """Abort every relayed connection with RST (SO_LINGER 0), like a crashed peer."""
