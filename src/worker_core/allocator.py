@@ -63,6 +63,8 @@ def _glibc() -> ctypes.CDLL | None:
         libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
         libc.gnu_get_libc_version.restype = ctypes.c_char_p
+        if hasattr(libc, "mallinfo2"):  # glibc 2.33 and later
+            libc.mallinfo2.restype = _MallInfo2
     except (OSError, AttributeError):  # not glibc (musl has no gnu_get_libc_version)
         return None
     return libc
@@ -103,11 +105,9 @@ _release_again = False
 
 def free_bytes() -> int | None:
     """Bytes the allocator holds free for reuse (in every arena); None without glibc."""
-    libc = _glibc()
-    mallinfo2 = getattr(libc, "mallinfo2", None)  # glibc 2.33 and later
+    mallinfo2 = getattr(_glibc(), "mallinfo2", None)
     if mallinfo2 is None:
         return None
-    mallinfo2.restype = _MallInfo2
     info: _MallInfo2 = mallinfo2()
     return int(info.fordblks)
 
