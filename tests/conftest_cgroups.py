@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -69,25 +69,6 @@ def cgroup_dirs_named(parent: str) -> list[Path]:
     if (CGROUP_ROOT / parent).is_dir():
         found.append(CGROUP_ROOT / parent)
     return found
-
-
-def is_alive(pid: int) -> bool:
-    """True if ``pid`` runs (a zombie waiting for an absent reaper counts as dead)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    state = stat.rsplit(")", 1)[1].split()[0]
-    return state not in {"Z", "X"}
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 def force_remove_parent(parent: str) -> None:

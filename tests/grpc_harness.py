@@ -11,13 +11,13 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import attrs
 import grpc
 from grpc_certs import Identity, TestPKI, make_pki
+from helpers import wait_until
 
 from worker_core.config import Config
 from worker_core.engine import Engine
@@ -111,20 +111,9 @@ def shell(script: str) -> pb.JobSpec:
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        time.sleep(0.02)
-
-
-def pid_gone(pid: int) -> bool:
-    """True once ``pid`` no longer exists (or is only a zombie nobody reaped yet)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat[stat.rfind(")") + 2 :].split()[0] == "Z"
+    """:func:`helpers.wait_until`, failing the test when ``timeout`` passes."""
+    if not wait_until(lambda: bool(predicate()), timeout, interval=0.02):
+        raise AssertionError(f"timed out waiting for {what or predicate}")
 
 
 # --- `worker serve` as a subprocess ----------------------------------------------------------

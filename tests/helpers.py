@@ -36,15 +36,15 @@ def running_engine(plugins: Any = None, **engine_settings: Any) -> Iterator[Engi
 
 
 def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
+    """True while ``pid`` exists and is not a zombie (one nobody reaped counts as dead)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
+    except OSError:
         return False
-    return stat[stat.rfind(")") + 2] != "Z"
+    return stat[stat.rfind(")") + 2 :].split()[0] not in {"Z", "X"}
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.01) -> bool:
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.01) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

@@ -28,6 +28,7 @@ import attrs
 import grpc
 from grpc_certs import Identity, TestPKI, make_pki
 from grpc_harness import collect, launch_serve, shell
+from helpers import alive
 
 from worker_plugins.grpc_transport import worker_pb2 as pb
 from worker_plugins.grpc_transport import worker_pb2_grpc as pb_grpc
@@ -64,15 +65,6 @@ def proc_stats(pid: int) -> ProcStats:
         fds=len(os.listdir(f"/proc/{pid}/fd")),
         threads=int(fields["Threads"]),
     )
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2 :].split()[0] not in {"Z", "X"}
 
 
 def descendants(pid: int) -> set[int]:

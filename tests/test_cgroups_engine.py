@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest_cgroups import DAEMONIZE, cgroup_dirs_named, is_alive, parent_scope, wait_for
+from conftest_cgroups import DAEMONIZE, cgroup_dirs_named, parent_scope
+from helpers import alive, wait_until
 
 from worker_core import Config, EndReason, InvalidSpec, IOLimit, JobSpec, JobState, Limits
 from worker_core.engine import Engine
@@ -86,7 +87,7 @@ def test_fork_bomb_is_contained_then_stopped(engine: Engine) -> None:
     job = engine.submit(python(bomb, Limits(pids_max=32)))
     pids_dir = job_dir(engine, job.id, "pids")
     events = pids_dir / "pids.events"
-    assert wait_for(lambda: int(events.read_text().split()[1]) > 0, 15), "pids.max never hit"
+    assert wait_until(lambda: int(events.read_text().split()[1]) > 0, 15), "pids.max never hit"
     seen: set[int] = set()
     for _ in range(20):  # watch it for a while: it stays at the limit
         current = int((pids_dir / "pids.current").read_text())
@@ -97,7 +98,7 @@ def test_fork_bomb_is_contained_then_stopped(engine: Engine) -> None:
     stopped = engine.stop(job.id, grace=0.5, timeout=15)
     assert stopped.state is JobState.ENDED
     assert stopped.end_reason is EndReason.STOPPED, stopped.message
-    assert wait_for(lambda: not any(is_alive(p) for p in seen))
+    assert wait_until(lambda: not any(alive(p) for p in seen))
     assert not plugin_of(engine).backend.exists(job.id)
 
 
@@ -114,13 +115,13 @@ def test_cpu_quarter_of_a_core(engine: Engine) -> None:
 
 def test_stop_reaches_a_daemonized_grandchild(engine: Engine) -> None:
     job = engine.submit(python(DAEMONIZE + "\nimport time; time.sleep(60)"))
-    assert wait_for(lambda: engine.output(job.id).strip() != b"", 15)
+    assert wait_until(lambda: engine.output(job.id).strip() != b"", 15)
     grandchild = int(engine.output(job.id).split()[0])
-    assert is_alive(grandchild)
+    assert alive(grandchild)
     assert grandchild in plugin_of(engine).backend.procs(job.id)
     stopped = engine.stop(job.id, grace=0.5, timeout=15)
     assert stopped.end_reason is EndReason.STOPPED, stopped.message
-    assert wait_for(lambda: not is_alive(grandchild))
+    assert wait_until(lambda: not alive(grandchild))
     assert not plugin_of(engine).backend.exists(job.id)
 
 
@@ -129,7 +130,7 @@ def test_a_daemon_left_by_an_exited_job_dies_with_it(engine: Engine) -> None:
     done = engine.wait(job.id, timeout=15)
     assert done.end_reason is EndReason.EXITED, done.message
     grandchild = int(engine.output(job.id).split()[0])
-    assert wait_for(lambda: not is_alive(grandchild))
+    assert wait_until(lambda: not alive(grandchild))
     assert not plugin_of(engine).backend.exists(job.id)
 
 

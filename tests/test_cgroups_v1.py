@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest_cgroups import DAEMONIZE, Held, is_alive, parent_scope, v1_mounts, wait_for
+from conftest_cgroups import DAEMONIZE, Held, parent_scope, v1_mounts
+from helpers import alive, wait_until
 
 from worker_core import Config, InvalidSpec, IOLimit, Limits
 from worker_plugins.cgroups.fs import CgroupError
@@ -146,13 +147,13 @@ def test_sigkill_reaches_a_setsid_grandchild(backend: V1Backend) -> None:
     held = held_in(backend, "job1", DAEMONIZE + "\nimport time; time.sleep(60)")
     try:
         grandchild = int(held.readline())
-        assert is_alive(grandchild)
+        assert alive(grandchild)
         assert os.getsid(grandchild) != os.getsid(held.pid)  # it escaped the session
         assert sorted(backend.procs("job1")) == sorted([held.pid, grandchild])
         backend.kill("job1", signal.SIGKILL)
         assert held.proc.wait(timeout=5) == -signal.SIGKILL
-        assert wait_for(lambda: not is_alive(grandchild))
-        assert wait_for(lambda: not backend.procs("job1"))
+        assert wait_until(lambda: not alive(grandchild))
+        assert wait_until(lambda: not backend.procs("job1"))
     finally:
         held.close()
     assert backend.remove("job1")
@@ -166,10 +167,10 @@ def test_kill_contains_a_fork_bomb(backend: V1Backend) -> None:
     held = held_in(backend, "job1", bomb, Limits(pids_max=16))
     try:
         events = backend._dir("pids", "job1") / "pids.events"
-        assert wait_for(lambda: int(events.read_text().split()[1]) > 0), "pids.max never hit"
+        assert wait_until(lambda: int(events.read_text().split()[1]) > 0), "pids.max never hit"
         assert int(cgroup_file(backend, "pids", "job1", "pids.current")) <= 16
         backend.kill("job1", signal.SIGKILL)
-        assert wait_for(lambda: not backend.procs("job1"))
+        assert wait_until(lambda: not backend.procs("job1"))
     finally:
         held.close()
     assert backend.remove("job1")
@@ -259,7 +260,7 @@ def test_startup_cleans_leftovers_of_a_crashed_run(
         with caplog.at_level(logging.WARNING, logger="worker.cgroups"):
             plugin.worker_startup(engine=object())
         assert held.proc.wait(timeout=5) == -signal.SIGKILL
-        assert wait_for(lambda: not is_alive(grandchild))
+        assert wait_until(lambda: not alive(grandchild))
         lines = [r.getMessage() for r in caplog.records if r.name == "worker.cgroups"]
         assert any("deadbeef" in line and "2 processes killed" in line for line in lines), lines
         assert any("cafe0001" in line for line in lines), lines

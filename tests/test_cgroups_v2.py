@@ -17,7 +17,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
-from conftest_cgroups import V2_FILES, Held, is_alive, wait_for
+from conftest_cgroups import V2_FILES, Held
+from helpers import alive, wait_until
 
 from worker_core import Config, InvalidSpec, IOLimit, JobSpec, Limits, SpawnPlan
 from worker_core.model import ExitResult, Job
@@ -296,7 +297,7 @@ def test_held_helper_really_dies(tmp_path: Path) -> None:
     held = Held("import time; time.sleep(60)")
     try:
         os.kill(held.pid, signal.SIGKILL)
-        assert wait_for(lambda: held.proc.poll() is not None)
-        assert not is_alive(held.pid)
+        assert wait_until(lambda: held.proc.poll() is not None)
+        assert not alive(held.pid)
     finally:
         held.close()

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_harness import RPC_TIMEOUT, WORKER, pid_gone, serve_process, shell, wait_for
+from grpc_harness import RPC_TIMEOUT, WORKER, serve_process, shell, wait_for
+from helpers import alive
 
 from worker_plugins.grpc_transport import worker_pb2 as pb
 
@@ -58,7 +59,7 @@ def test_signal_stops_every_job_and_leaves_no_process(tmp_path: Path, signum: in
         records = list(watch)
         assert records and records[-1].state == pb.JOB_STATE_ENDED
         assert records[-1].end_reason == pb.END_REASON_STOPPED
-        wait_for(lambda: all(pid_gone(p) for p in descendants), timeout=10, what="no process left")
+        wait_for(lambda: not any(alive(p) for p in descendants), timeout=10, what="no process left")
         assert elapsed < 15, f"shutdown took {elapsed:.1f}s"
     assert "Traceback" not in serve.stderr
 

@@ -8,7 +8,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from grpc_harness import Harness, pid_gone, running_server, wait_for
+from grpc_harness import Harness, running_server, wait_for
+from helpers import alive
 from job_cli_harness import client_env, run
 
 from worker_core import JobState
@@ -165,7 +166,7 @@ def test_stop_prints_the_final_status(harness: Harness, env: dict[str, str]) -> 
     result = run(["stop", "--grace", "5", job_id], env)
     assert result.exit_code == 0, result.output
     assert result.stdout == f"{job_id} ended: stopped on request (SIGTERM)\n"
-    assert pid_gone(pid)
+    assert not alive(pid)
     again = run(["stop", job_id], env)  # an ended job: its final status again
     assert again.stdout == result.stdout
 
