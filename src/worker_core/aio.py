@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import builtins
 import threading
-import time
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from .model import Job, JobSpec, JobState, Principal
-from .notify import wait_future
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -54,16 +52,8 @@ class AsyncEngine:
         self, job_id: str, timeout: float | None = None, principal: Principal | None = None
     ) -> Job:
         entry = self._engine._readable(job_id, principal)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            with entry.notifier:
-                if entry.job.is_finished:
-                    return entry.job
-                waiter = entry.notifier.async_waiter()
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return entry.job
-            await wait_future(waiter, remaining)
+        await entry.notifier.await_for(lambda: entry.job.is_finished or None, timeout)
+        return entry.job
 
     async def stop(
         self,

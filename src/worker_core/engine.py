@@ -579,14 +579,7 @@ class Engine:
         return entry.job
 
     def _wait_entry(self, entry: JobEntry, timeout: float | None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with entry.notifier:
-            while not entry.job.is_finished:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                entry.notifier.wait(remaining)
-        return True
+        return entry.notifier.wait_for(lambda: entry.job.is_finished or None, timeout) is not None
 
     def watch(self, job_id: str, principal: Principal | None = None) -> JobWatcher:
         """Every new record of the job, from the current one until it has ENDED."""

@@ -10,7 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
+from collections.abc import Callable
 from types import TracebackType
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def _wake(future: asyncio.Future[None]) -> None:
@@ -50,6 +55,32 @@ class Notifier:
     def wait(self, timeout: float | None) -> bool:
         """Block until notified or ``timeout``. Call with the notifier held."""
         return self._cond.wait(timeout)
+
+    def wait_for(self, take: Callable[[], T | None], timeout: float | None) -> T | None:
+        """Call ``take`` (with the notifier held) until it returns something other than None,
+        and return that; None once ``timeout`` has passed. Takes the notifier itself."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self:
+            while (value := take()) is None:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            return value
+
+    async def await_for(self, take: Callable[[], T | None], timeout: float | None) -> T | None:
+        """:meth:`wait_for` for a coroutine: the event loop runs on while it waits."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self:
+                value = take()
+                if value is not None:
+                    return value
+                waiter = self.async_waiter()
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            await wait_future(waiter, remaining)
 
     def async_waiter(self) -> asyncio.Future[None]:
         """A future that completes at the next :meth:`notify_all`. Call with the notifier held,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Iterator
 
 from .entry import JobEntry
@@ -27,17 +26,10 @@ class JobWatcher:
         """The next new record, or None at the end or after ``timeout``."""
         if self._done:
             return None
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._entry.notifier:
-            while True:
-                job = self._take()
-                if job is not None:
-                    self._done = job.is_finished
-                    return job
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return None
-                self._entry.notifier.wait(remaining)
+        job = self._entry.notifier.wait_for(self._take, timeout)
+        if job is not None:
+            self._done = job.is_finished
+        return job
 
     def __iter__(self) -> Iterator[Job]:
         while (job := self.next()) is not None:
@@ -45,11 +37,8 @@ class JobWatcher:
 
     async def __aiter__(self) -> AsyncIterator[Job]:
         while not self._done:
-            with self._entry.notifier:
-                job = self._take()
-                waiter = None if job is not None else self._entry.notifier.async_waiter()
-            if job is not None:
-                self._done = job.is_finished
-                yield job
-            elif waiter is not None:
-                await waiter
+            job = await self._entry.notifier.await_for(self._take, None)
+            if job is None:  # only after a timeout, and there is none
+                return
+            self._done = job.is_finished
+            yield job

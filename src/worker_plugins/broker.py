@@ -16,7 +16,6 @@ finished jobs is dropped, the longest-finished first; their records stay.
 from __future__ import annotations
 
 import threading
-import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Iterator, Mapping
 
@@ -25,7 +24,7 @@ import attrs
 from worker_core import allocator, hookimpl
 from worker_core.config import Config
 from worker_core.model import Job, JobState
-from worker_core.notify import Notifier, wait_future
+from worker_core.notify import Notifier
 from worker_core.output import Chunk, StartAt, StartPosition, Stream
 
 #: The most bytes one read hands a follower: large enough for throughput, small enough that
@@ -143,30 +142,19 @@ class LogFollower:
             return None
         return out
 
+    def _ready(self) -> tuple[list[Chunk] | None] | None:
+        """``(chunks,)`` once there is output to hand out or the end (``(None,)``); None while
+        there is neither. Call with the log's notifier held."""
+        chunks = self._take()
+        return (chunks,) if chunks is None or chunks else None
+
     def read(self, timeout: float | None = None) -> list[Chunk] | None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._log.notifier:
-            while True:
-                chunks = self._take()
-                if chunks is None or chunks:
-                    return chunks
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return []
-                self._log.notifier.wait(remaining)
+        ready = self._log.notifier.wait_for(self._ready, timeout)
+        return [] if ready is None else ready[0]
 
     async def aread(self, timeout: float | None = None) -> list[Chunk] | None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            with self._log.notifier:
-                chunks = self._take()
-                if chunks is None or chunks:
-                    return chunks
-                waiter = self._log.notifier.async_waiter()
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return []
-            await wait_future(waiter, remaining)
+        ready = await self._log.notifier.await_for(self._ready, timeout)
+        return [] if ready is None else ready[0]
 
     def close(self) -> None:
         with self._log.notifier:
