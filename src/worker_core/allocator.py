@@ -22,7 +22,6 @@ libc other than glibc every function here does nothing and says so (False, or No
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import threading
 from functools import cache
@@ -55,11 +54,10 @@ class _MallInfo2(ctypes.Structure):
 
 @cache
 def _glibc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
     try:
-        libc = ctypes.CDLL(name)
+        # The C library this interpreter already runs on: no search (find_library would
+        # start ldconfig), and always the allocator this process really uses.
+        libc = ctypes.CDLL(None)
         libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
         libc.gnu_get_libc_version.restype = ctypes.c_char_p
