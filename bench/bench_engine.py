@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import Row, median_seconds, print_table, rss_bytes
 
 from worker_core import Config, EndReason, Engine, JobSpec, Stream
-from worker_core.pump import PIPE_SIZE
+from worker_core._pump import PIPE_SIZE
 
 TRUE = "/bin/true"
 HEAD = "/usr/bin/head"

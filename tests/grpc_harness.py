@@ -19,8 +19,8 @@ import grpc
 from grpc_certs import Identity, TestPKI, make_pki
 from helpers import wait_until
 
-from worker_core.config import Config
-from worker_core.engine import Engine
+from worker_core._config import Config
+from worker_core._engine import Engine
 from worker_plugins.grpc_transport import worker_pb2 as pb
 from worker_plugins.grpc_transport import worker_pb2_grpc as pb_grpc
 from worker_plugins.grpc_transport.config import GrpcConfig
@@ -118,7 +118,7 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str =
 
 # --- `worker serve` as a subprocess ----------------------------------------------------------
 
-WORKER = [sys.executable, "-c", "from worker_core.cli_root import main; main()"]
+WORKER = [sys.executable, "-c", "from worker_core.cli import main; main()"]
 
 
 @attrs.define

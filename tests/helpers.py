@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from worker_core import Chunk, Config, Engine, Job, JobState, Stream, hookimpl
+from worker_core.plugin import Chunk, Config, Engine, Job, JobState, Stream, hookimpl
 
 PY = sys.executable
 
@@ -145,7 +145,7 @@ class Recorder:
 #: process-wide, so such scripts run in a fresh interpreter), with a resident-set probe.
 TUNED_PRELUDE = """
 import gc, sys, time
-from worker_core import allocator
+from worker_core import _allocator as allocator
 assert allocator.tune_for_streaming()
 def rss_mib():
     with open("/proc/self/status") as f:

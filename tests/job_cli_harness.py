@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 from grpc_certs import Identity
 from grpc_harness import Harness
 
-from worker_plugins.job_cli.commands import job_group
+from worker_plugins.cli.job.commands import job_group
 
 #: Variables a developer's shell may set that would change what the tests connect to.
 _CLEARED = ("WORKER_SERVER", "WORKER_CA", "WORKER_CERT", "WORKER_KEY", "WORKER_CLIENT_CONFIG")

@@ -8,7 +8,7 @@ import time
 import pytest
 from helpers import TUNED_PRELUDE, run_python
 
-from worker_core import allocator
+from worker_core import _allocator as allocator
 
 pytestmark = pytest.mark.skipif(allocator._glibc() is None, reason="needs glibc")
 
@@ -20,7 +20,7 @@ def test_tuned_pipe_reads_do_not_map_fresh_memory_each_time() -> None:
     # Counted by the process's minor page faults.
     code = """
         import os, resource, sys
-        from worker_core import allocator
+        from worker_core import _allocator as allocator
         if sys.argv[1] == "tuned":
             assert allocator.tune_for_streaming()
         def faults():

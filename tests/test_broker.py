@@ -9,8 +9,8 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker_core import Chunk, Config, Job, JobSpec, JobState, StartAt, Stream
-from worker_plugins.broker import MAX_READ_BYTES, JobLog, LogFollower, MemoryBroker
+from worker_core.plugin import Chunk, Config, Job, JobSpec, JobState, StartAt, Stream
+from worker_plugins.memory_store import MAX_READ_BYTES, JobLog, LogFollower, MemoryOutputStore
 
 BOTH = frozenset(Stream)
 OUT, ERR = Stream.STDOUT, Stream.STDERR
@@ -153,7 +153,7 @@ def test_resuming_from_any_offsets_gives_exactly_the_rest_of_each_stream(
 
 
 def test_the_broker_opens_a_log_on_submit_and_closes_it_when_the_job_ends() -> None:
-    broker = MemoryBroker()
+    broker = MemoryOutputStore()
     broker.worker_configure(Config.from_mapping({"plugins": {"memory": {"max_bytes_per_job": 64}}}))
     assert broker.config.max_bytes_per_job == 64
     job = Job(id="j", owner=None, spec=JobSpec("/bin/true"))

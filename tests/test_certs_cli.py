@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from worker_core.cli_root import build_cli
+from worker_core.cli import build_cli
 from worker_plugins.certs import store
 from worker_plugins.certs.commands import certs_group
 

@@ -64,7 +64,7 @@ def test_client_certificates_name_their_user(name: str) -> None:
 
 
 def test_every_client_is_in_the_example_policy() -> None:
-    from worker_core.model import Principal
+    from worker_core._model import Principal
     from worker_plugins.rbac.policy import load as load_policy
 
     policy = load_policy(CERTS.parent / "examples" / "policy.toml")

@@ -18,7 +18,7 @@ from conftest_cgroups import DAEMONIZE, cgroup_dirs_named, parent_scope
 from helpers import alive, wait_until
 
 from worker_core import Config, EndReason, InvalidSpec, IOLimit, JobSpec, JobState, Limits
-from worker_core.engine import Engine
+from worker_core._engine import Engine
 from worker_plugins.cgroups.plugin import CgroupsPlugin
 from worker_plugins.cgroups.v1 import V1Backend
 

@@ -20,8 +20,8 @@ import pytest
 from conftest_cgroups import V2_FILES, Held
 from helpers import alive, wait_until
 
-from worker_core import Config, InvalidSpec, IOLimit, JobSpec, Limits, SpawnPlan
-from worker_core.model import ExitResult, Job
+from worker_core._model import ExitResult, Job
+from worker_core.plugin import Config, InvalidSpec, IOLimit, JobSpec, Limits, SpawnPlan
 from worker_plugins.cgroups.plugin import CgroupsPlugin
 from worker_plugins.cgroups.v2 import V2Backend
 

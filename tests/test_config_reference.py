@@ -10,9 +10,9 @@ from pathlib import Path
 import attrs
 from click.testing import CliRunner
 
-from worker_core.cli_root import build_cli
-from worker_core.config import Config, EngineSettings
-from worker_core.plugins import config_reference, config_sections
+from worker_core._config import Config, EngineSettings
+from worker_core._plugins import config_reference, config_sections
+from worker_core.cli import build_cli
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "CONFIGURATION.md"
 BUILTIN_SECTIONS = {"cgroups", "grpc", "memory", "rbac", "runas"}

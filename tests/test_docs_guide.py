@@ -21,9 +21,10 @@ import attrs
 import pytest
 from click.testing import CliRunner
 
-from worker_core import SpawnPlan, hookspecs
-from worker_core.cli_root import build_cli
-from worker_core.plugins import ENTRY_POINT_GROUP
+from worker_core import _hookspecs as hookspecs
+from worker_core._plugins import ENTRY_POINT_GROUP
+from worker_core.cli import build_cli
+from worker_core.plugin import SpawnPlan
 
 ROOT = Path(__file__).resolve().parent.parent
 GUIDE = ROOT / "docs" / "PLUGIN_GUIDE.md"

@@ -18,7 +18,7 @@ from helpers import (
     running_engine,
 )
 
-from worker_core import Chunk, EndReason, Engine, InvalidSpec, JobSpec, StartAt, Stream
+from worker_core.plugin import Chunk, EndReason, Engine, InvalidSpec, JobSpec, StartAt, Stream
 
 # Numbered lines to both streams, interleaved, as fast as Python can write them.
 INTERLEAVED = (

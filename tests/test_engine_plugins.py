@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 from helpers import Recorder, drain, joined, running_engine
 
-from worker_core import (
+from worker_core.cli import build_cli
+from worker_core.plugin import (
     Action,
     EndReason,
     Engine,
@@ -31,8 +32,7 @@ from worker_core import (
     WorkerError,
     hookimpl,
 )
-from worker_core.cli_root import build_cli
-from worker_plugins.broker import MemoryBroker
+from worker_plugins.memory_store import MemoryOutputStore
 
 ALICE, EVE = Principal("alice"), Principal("eve")
 
@@ -215,14 +215,14 @@ def test_configure_startup_and_shutdown_fire_once_each_in_order() -> None:
     assert len(plugin.calls) == 3, "closing twice fires nothing more"
 
 
-class OwnStore(MemoryBroker):
+class OwnStore(MemoryOutputStore):
     """A replacement output store (the default one disabled with ``no:memory``)."""
 
     name = "own-store"
     served = 0
 
     @hookimpl
-    def output_store(self) -> MemoryBroker:
+    def output_store(self) -> MemoryOutputStore:
         OwnStore.served += 1
         return self
 

@@ -26,7 +26,7 @@ from worker_core import (
     Limits,
     PluginError,
 )
-from worker_core.validation import DEFAULT_PATH
+from worker_core._validation import DEFAULT_PATH
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from grpc_certs import issue
 from grpc_harness import RPC_TIMEOUT, Harness, running_server, shell, spec
 
-from worker_core import Action, Job, Principal, hookimpl
+from worker_core.plugin import Action, Job, Principal, hookimpl
 from worker_plugins.grpc_transport import worker_pb2 as pb
 from worker_plugins.grpc_transport.auth import Unauthenticated, peer_principal
 

@@ -20,8 +20,8 @@ from worker_core import (
     StartAt,
     Stream,
 )
-from worker_core.errors import InvalidSpec
-from worker_core.output import Chunk
+from worker_core._errors import InvalidSpec
+from worker_core._output import Chunk
 from worker_plugins.grpc_transport import convert
 from worker_plugins.grpc_transport import worker_pb2 as pb
 from worker_plugins.grpc_transport.batching import EncodedChunk, batch, encode_output_chunk

@@ -8,7 +8,7 @@ import grpc
 import pytest
 from grpc_harness import RPC_TIMEOUT, Harness, running_server, shell, spec
 
-from worker_core.errors import (
+from worker_core._errors import (
     ConfigError,
     EngineClosed,
     FailedPrecondition,

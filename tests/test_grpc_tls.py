@@ -20,7 +20,7 @@ from grpc_harness import WORKER, ServeProcess, serve_process
 WORKER_GRPC_FIRST = [
     sys.executable,
     "-c",
-    "import grpc; from worker_core.cli_root import main; main()",
+    "import grpc; from worker_core.cli import main; main()",
 ]
 
 

@@ -8,7 +8,7 @@ import inspect
 
 import pytest
 
-from worker_core import hookspecs
+from worker_core import _hookspecs as hookspecs
 
 SPECS = sorted(
     name
@@ -70,7 +70,7 @@ EXERCISED_BY = {
 
 
 def test_the_spec_list_is_the_one_pluggy_sees() -> None:
-    from worker_core.plugins import make_plugin_manager
+    from worker_core._plugins import make_plugin_manager
 
     pm = make_plugin_manager()
     assert sorted(name for name in vars(pm.hook) if not name.startswith("_")) == SPECS

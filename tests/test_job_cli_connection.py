@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from job_cli_harness import write_client_config
 
-from worker_plugins.job_cli.connection import (
+from worker_plugins.cli.job.connection import (
     ConnectionFlags,
     normalize_server,
     resolve,
 )
-from worker_plugins.job_cli.errors import EXIT_CONFIG, ClientError
+from worker_plugins.cli.job.errors import EXIT_CONFIG, ClientError
 
 ENV = {
     "WORKER_SERVER": "env-host:2",

@@ -11,8 +11,8 @@ import pytest
 from grpc_harness import Harness, running_server
 from job_cli_harness import assert_one_line_error, client_env, run, write_client_config
 
-from worker_core import Action, Job, Principal, hookimpl
-from worker_plugins.job_cli.errors import (
+from worker_core.plugin import Action, Job, Principal, hookimpl
+from worker_plugins.cli.job.errors import (
     EXIT_CONFIG,
     EXIT_REFUSED,
     EXIT_UNAVAILABLE,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from grpc_harness import wait_for
 
-from worker_core.engine import Engine
+from worker_core._engine import Engine
 from worker_plugins.grpc_transport.server import GrpcServer
 from worker_plugins.grpc_transport.tls import TlsFiles
 
@@ -128,7 +128,7 @@ def test_handshake_failure_is_one_line(env: dict[str, str]) -> None:
     done = worker({**env, "WORKER_CA": str(CERTS / "alice.pem")}, "list")
     assert done.returncode == 69
     lines = done.stderr.decode().splitlines()
-    # One line: worker_core.cli_root sets GRPC_VERBOSITY before grpc is first imported, so gRPC
+    # One line: worker_core.cli sets GRPC_VERBOSITY before grpc is first imported, so gRPC
     # core does not log the failed handshake after our message.
     assert len(lines) == 1, lines
     assert lines[0].startswith("worker job: error: TLS handshake with"), lines

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from worker_core import EndReason, Job, JobSpec, JobState, Principal
-from worker_plugins.job_cli.follow import exit_status
-from worker_plugins.job_cli.render import duration, job_table, outcome, status_line
+from worker_plugins.cli.job.follow import exit_status
+from worker_plugins.cli.job.render import duration, job_table, outcome, status_line
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import threading
 
 from helpers import TUNED_PRELUDE, run_python
 
-from worker_core import Chunk, Config, Engine, JobSpec, StartAt, Stream
+from worker_core.plugin import Chunk, Config, Engine, JobSpec, StartAt, Stream
 
 CAP = 2 << 20
 TOTAL = 8 << 20
@@ -64,13 +64,13 @@ def test_overall_budget_drops_the_output_of_the_longest_finished_jobs_first() ->
 
 
 _DISCARD_SCRIPT = """
-from worker_core import Chunk, Job, JobSpec, JobState, Stream
-from worker_plugins import broker as broker_module
+from worker_core.plugin import Chunk, Job, JobSpec, JobState, Stream
+from worker_plugins import memory_store as broker_module
 
 if sys.argv[1] == "never-release":
     broker_module.RELEASE_AFTER_BYTES = 1 << 62
 
-broker = broker_module.MemoryBroker()
+broker = broker_module.MemoryOutputStore()
 spec = JobSpec("/bin/true")
 big, small = Job(id="big", owner=None, spec=spec), Job(id="small", owner=None, spec=spec)
 for job in (big, small):

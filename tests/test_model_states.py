@@ -8,7 +8,7 @@ import math
 import pytest
 
 from worker_core import IllegalTransition, InvalidSpec, Job, JobSpec, JobState, Limits
-from worker_core.model import ALLOWED_TRANSITIONS, IOLimit, Isolation, transition
+from worker_core._model import ALLOWED_TRANSITIONS, IOLimit, Isolation, transition
 
 FORWARD = {
     (JobState.PENDING, JobState.RUNNING),

@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from worker_core import Engine, Job, PluginError, SpawnPlan, hookimpl
-from worker_core.plugins import (
+from worker_core._plugins import (
     DEFAULT_PLUGINS,
     hook_names,
     installed_plugins,
@@ -15,7 +14,8 @@ from worker_core.plugins import (
     make_plugin_manager,
     parse_plugin_names,
 )
-from worker_plugins.broker import MemoryBroker
+from worker_core.plugin import Engine, Job, PluginError, SpawnPlan, hookimpl
+from worker_plugins.memory_store import MemoryOutputStore
 
 
 class Misspelt:
@@ -63,12 +63,12 @@ def test_the_memory_store_is_a_default_that_no_memory_disables() -> None:
 
 def test_built_in_plugins_resolve_through_the_same_entry_points_as_third_party_ones() -> None:
     installed = installed_plugins()
-    assert installed["memory"].value == "worker_plugins.broker:MemoryBroker"
+    assert installed["memory"].value == "worker_plugins.memory_store:MemoryOutputStore"
     assert installed["memory"].distribution == "worker"
     engine = Engine("memory")
     try:
         # A class entry point is instantiated: the plugin keeps per-engine state.
-        assert isinstance(engine.plugin_manager.get_plugin("memory"), MemoryBroker)
+        assert isinstance(engine.plugin_manager.get_plugin("memory"), MemoryOutputStore)
     finally:
         engine.close()
 
@@ -96,7 +96,7 @@ def test_registering_two_plugins_under_one_name_is_a_plugin_error() -> None:
 
 
 def test_hook_names_lists_what_a_plugin_implements() -> None:
-    assert hook_names(MemoryBroker()) == [
+    assert hook_names(MemoryOutputStore()) == [
         "on_output",
         "on_state_change",
         "output_store",

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from worker_core import Action, Config, ConfigError, Job, JobSpec, Principal
-from worker_core import plugins as plugin_loading
+from worker_core import _plugins as plugin_loading
+from worker_core.plugin import Action, Config, ConfigError, Job, JobSpec, Principal
 from worker_plugins.rbac.plugin import RbacPlugin
 
 POLICY = """

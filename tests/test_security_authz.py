@@ -28,7 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_certs import CA, Identity, issue, make_ca
 from grpc_harness import RPC_TIMEOUT, Harness, running_server, shell
 
-from worker_core.config import Config
+from worker_core._config import Config
 from worker_plugins.grpc_transport import worker_pb2 as pb
 
 POLICY = Path(__file__).resolve().parent.parent / "examples" / "policy.toml"

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from worker_core import Stream
-from worker_core.config import Config
+from worker_core._config import Config
 from worker_plugins.grpc_transport import worker_pb2 as pb
 from worker_plugins.grpc_transport.errors import FIELD_METADATA_KEY
 

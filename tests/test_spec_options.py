@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from worker_core import IOLimit, Isolation, JobSpec, Limits
-from worker_plugins.spec_options import build_spec, parse_size, spec_options
+from worker_plugins.cli.spec_options import build_spec, parse_size, spec_options
 
 
 @click.command()

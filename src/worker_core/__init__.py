@@ -1,18 +1,23 @@
 """worker: a plugin-architected job worker for Linux.
 
-The public API for library users and plugin authors::
+This module is the contract for library users::
 
-    from worker_core import Engine, JobSpec, Limits, hookimpl
+    from worker_core import Engine, JobSpec, Limits
+
+    with Engine("cgroups,netns") as engine:
+        job = engine.submit(JobSpec("make", ["-j4"], limits=Limits(memory_max=1 << 30)))
+
+Plugin authors import from :mod:`worker_core.plugin`; their tests use
+:mod:`worker_core.testing`. Every module whose name starts with ``_`` is private and may
+change without notice.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import pluggy
-
-from .config import Config, EngineSettings
-from .errors import (
+from ._config import Config, EngineSettings
+from ._errors import (
     ConfigError,
     EngineClosed,
     FailedPrecondition,
@@ -24,11 +29,9 @@ from .errors import (
     ResourceExhausted,
     WorkerError,
 )
-from .hookspecs import PROJECT_NAME
-from .model import (
-    Action,
+from ._hookspecs import PROJECT_NAME, hookimpl
+from ._model import (
     EndReason,
-    ExitResult,
     IOLimit,
     Isolation,
     Job,
@@ -37,41 +40,34 @@ from .model import (
     Limits,
     Principal,
 )
-from .output import BOTH_STREAMS, Chunk, Follower, OutputStore, StartAt, StartPosition, Stream
-from .plan import SpawnPlan
-from .validation import DEFAULT_PATH
+from ._output import BOTH_STREAMS, Follower, StartAt, StartPosition, Stream
 
 if TYPE_CHECKING:
-    from .engine import AsyncEngine, Engine
-
-#: Mark a plugin's hook implementations: ``@hookimpl def pre_spawn(job, plan): ...``
-hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+    from ._aio import AsyncEngine
+    from ._engine import Engine
+    from ._watch import JobWatcher
 
 
 def __getattr__(name: str) -> object:
     # The engine pulls in threads and the launcher; import it only when asked for, so a plugin
     # importing ``hookimpl`` stays cheap.
-    if name in {"Engine", "AsyncEngine"}:
-        from . import engine
+    if name in {"Engine", "AsyncEngine", "JobWatcher"}:
+        from . import _engine
 
-        return getattr(engine, name)
+        return getattr(_engine, name)
     raise AttributeError(name)
 
 
 __all__ = [
     "BOTH_STREAMS",
-    "DEFAULT_PATH",
     "PROJECT_NAME",
-    "Action",
     "AsyncEngine",
-    "Chunk",
     "Config",
     "ConfigError",
     "EndReason",
     "Engine",
     "EngineClosed",
     "EngineSettings",
-    "ExitResult",
     "FailedPrecondition",
     "Follower",
     "IOLimit",
@@ -82,13 +78,12 @@ __all__ = [
     "JobNotFound",
     "JobSpec",
     "JobState",
+    "JobWatcher",
     "Limits",
-    "OutputStore",
     "PermissionDenied",
     "PluginError",
     "Principal",
     "ResourceExhausted",
-    "SpawnPlan",
     "StartAt",
     "StartPosition",
     "Stream",

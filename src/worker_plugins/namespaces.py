@@ -14,9 +14,7 @@ before ``execve``, so the job never runs outside them.
 
 from __future__ import annotations
 
-from worker_core import hookimpl
-from worker_core.model import Job
-from worker_core.plan import SpawnPlan
+from worker_core.plugin import Job, SpawnPlan, hookimpl
 
 
 class _NamespacePlugin:

@@ -17,11 +17,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from worker_core import hookimpl
-from worker_core.config import Config
-from worker_core.errors import InvalidSpec
-from worker_core.model import Job, JobSpec
-from worker_core.plan import SpawnPlan
+from worker_core.plugin import Config, InvalidSpec, Job, JobSpec, SpawnPlan, hookimpl
 
 
 @attrs.frozen

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from worker_core import hookimpl
+from worker_core.plugin import hookimpl
 
 from . import authority, store
 from .authority import CertificateError, Issued

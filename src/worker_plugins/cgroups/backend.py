@@ -20,7 +20,7 @@ from pathlib import Path
 
 import attrs
 
-from worker_core.model import Limits
+from worker_core.plugin import Limits
 
 from . import fs
 from .limits import Capabilities, Write

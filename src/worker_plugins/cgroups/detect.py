@@ -14,7 +14,7 @@ from pathlib import Path
 
 import attrs
 
-from worker_core.errors import ConfigError
+from worker_core.plugin import ConfigError
 
 #: v1 controllers a job cgroup joins (when the host has them).
 V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "blkio", "pids", "freezer")

@@ -1,6 +1,6 @@
 """Reading and writing cgroup interface files, and bounded polling.
 
-Every kernel-facing error becomes a :class:`~worker_core.errors.WorkerError` that names the
+Every kernel-facing error becomes a :class:`~worker_core.WorkerError` that names the
 file and the value, because "Invalid argument" alone never tells an operator which limit the
 host refused.
 """
@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from worker_core.errors import WorkerError
+from worker_core.plugin import WorkerError
 
 
 class CgroupError(WorkerError):

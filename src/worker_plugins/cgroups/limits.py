@@ -1,7 +1,7 @@
 """Translate :class:`~worker_core.Limits` into cgroup interface-file writes.
 
 Pure functions: given what the host offers (:class:`Capabilities`), they return the writes
-a job cgroup needs, or raise :class:`~worker_core.errors.InvalidSpec` naming the field the
+a job cgroup needs, or raise :class:`~worker_core.InvalidSpec` naming the field the
 host cannot honour. The same functions serve ``validate_spec`` (writes discarded, nothing
 created) and ``pre_spawn`` (writes applied), so a spec that validates is one that applies.
 """
@@ -15,8 +15,7 @@ from pathlib import Path
 
 import attrs
 
-from worker_core.errors import InvalidSpec
-from worker_core.model import IOLimit, Limits
+from worker_core.plugin import InvalidSpec, IOLimit, Limits
 
 #: CFS period used for ``cpu`` limits: 100 ms, the kernel's default.
 CPU_PERIOD_US = 100_000

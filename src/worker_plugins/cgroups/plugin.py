@@ -17,11 +17,17 @@ from pathlib import Path
 
 import attrs
 
-from worker_core import hookimpl
-from worker_core.config import Config
-from worker_core.errors import ConfigError, InvalidSpec, WorkerError
-from worker_core.model import ExitResult, Job, JobSpec
-from worker_core.plan import SpawnPlan
+from worker_core.plugin import (
+    Config,
+    ConfigError,
+    ExitResult,
+    InvalidSpec,
+    Job,
+    JobSpec,
+    SpawnPlan,
+    WorkerError,
+    hookimpl,
+)
 
 from .backend import Backend
 from .config import CgroupsConfig

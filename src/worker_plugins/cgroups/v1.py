@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from worker_core.model import Limits
+from worker_core.plugin import Limits
 
 from . import fs
 from .backend import Backend, CgroupStats

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from worker_core.model import Principal
+from worker_core.plugin import Principal
 
 PEM_CERT_KEY = "x509_pem_cert"
 

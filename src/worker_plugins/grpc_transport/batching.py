@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 
 import attrs
 
-from worker_core.output import Chunk, StartAt, StartPosition, Stream
+from worker_core.plugin import Chunk, StartAt, StartPosition, Stream
 
 from . import worker_pb2 as pb
 from .convert import STREAM_TO_PB

@@ -13,10 +13,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import attrs
 import click
 
-from worker_core import allocator
-from worker_core.config import Config
-from worker_core.errors import WorkerError
-from worker_core.plugins import config_reference, parse_plugin_names
+from worker_core.plugin import (
+    Config,
+    WorkerError,
+    config_reference,
+    parse_plugin_names,
+    release_if_free_above,
+    tune_allocator_for_streaming,
+)
 
 from .cipher_policy import policy_in_force
 from .config import GrpcConfig
@@ -25,13 +29,13 @@ from .server import GrpcServer, parse_listen
 from .tls import TlsFiles, load_material
 
 if TYPE_CHECKING:
-    from worker_core.engine import Engine
+    from worker_core.plugin import Engine
 
 #: Seconds the gRPC server gives open calls to finish once every job has ended.
 SERVER_STOP_GRACE = 2.0
 
 #: How often the server looks at the memory its allocator holds free, and how much it keeps:
-#: past that, the free part goes back to the kernel (see worker_core.allocator).
+#: past that, the free part goes back to the kernel (see worker_core.plugin.tune_allocator_for_streaming).
 HOUSEKEEPING_SECONDS = 10.0
 FREE_MEMORY_KEPT = 256 << 20
 
@@ -148,8 +152,8 @@ def serve_command(
     """
     _ensure_cipher_policy()
     # This process is the server's own: large output buffers are kept for reuse (measured:
-    # Tail throughput roughly doubles; see worker_core.allocator).
-    allocator.tune_for_streaming()
+    # Tail throughput roughly doubles; see worker_core.plugin.tune_allocator_for_streaming).
+    tune_allocator_for_streaming()
     transport = GrpcTransport()
     try:
         config = Config.load(config_path) if config_path else Config()
@@ -158,7 +162,7 @@ def serve_command(
         names = [n for n in parse_plugin_names(plugins) if n != transport.name]
         # Imported here, not at the top: this module is imported by every `worker` run (to
         # register the command), and only `serve` needs the engine.
-        from worker_core.engine import Engine
+        from worker_core.plugin import Engine
 
         engine = Engine([*names, transport], config)
     except WorkerError as exc:
@@ -198,7 +202,7 @@ def _serve(
             _fail(str(exc))
         click.echo(f"worker serve: listening on {host}:{bound}", err=True)
         while not stopping.wait(HOUSEKEEPING_SECONDS):
-            allocator.release_if_free_above(FREE_MEMORY_KEPT)
+            release_if_free_above(FREE_MEMORY_KEPT)
         click.echo("worker serve: stopping every job...", err=True)
     finally:
         # Jobs first, with the server still up: followers get the final output and their

@@ -3,7 +3,7 @@
 One module both ends share: the server turns requests into specs and records into messages,
 the client (``worker job``) turns messages back into :class:`~worker_core.Job` records for
 display. Input from the wire is untrusted: :func:`spec_from_pb` refuses anything the model
-cannot hold with :class:`~worker_core.errors.InvalidSpec` naming the field, so the server
+cannot hold with :class:`~worker_core.InvalidSpec` naming the field, so the server
 answers INVALID_ARGUMENT rather than failing somewhere deeper.
 """
 
@@ -13,9 +13,10 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from worker_core.errors import InvalidSpec
-from worker_core.model import (
+from worker_core.plugin import (
+    BOTH_STREAMS,
     EndReason,
+    InvalidSpec,
     IOLimit,
     Isolation,
     Job,
@@ -23,8 +24,10 @@ from worker_core.model import (
     JobState,
     Limits,
     Principal,
+    StartAt,
+    StartPosition,
+    Stream,
 )
-from worker_core.output import BOTH_STREAMS, StartAt, StartPosition, Stream
 
 from . import worker_pb2 as pb
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import grpc
 
-from worker_core.errors import (
+from worker_core.plugin import (
     EngineClosed,
     FailedPrecondition,
     InvalidSpec,

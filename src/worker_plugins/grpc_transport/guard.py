@@ -17,8 +17,7 @@ from typing import Any, NoReturn
 import grpc
 from grpc import aio
 
-from worker_core.errors import InvalidSpec
-from worker_core.model import Principal
+from worker_core.plugin import InvalidSpec, Principal
 
 from .auth import Unauthenticated, peer_principal
 from .errors import FIELD_METADATA_KEY, INTERNAL_MESSAGE, status_for

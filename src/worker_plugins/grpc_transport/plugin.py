@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from worker_core import hookimpl
+from worker_core.plugin import hookimpl
 
 from .config import GrpcConfig
 
 if TYPE_CHECKING:
     import click
 
-    from worker_core.config import Config
-    from worker_core.engine import Engine
+    from worker_core.plugin import Config, Engine
 
 
 class GrpcTransport:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from grpc import aio
 
-from worker_core.errors import ConfigError
+from worker_core.plugin import ConfigError
 
 from . import worker_pb2_grpc as pb_grpc
 from .batching import encode_output_chunk
@@ -28,7 +28,7 @@ from .tls import TlsFiles, TlsMaterial, load_material, server_credentials
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
-    from worker_core.engine import Engine
+    from worker_core.plugin import Engine
 
 log = logging.getLogger("worker.grpc")
 

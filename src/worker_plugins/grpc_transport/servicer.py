@@ -14,7 +14,7 @@ import math
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from worker_core.errors import InvalidSpec, JobNotFound
+from worker_core.plugin import InvalidSpec, JobNotFound
 
 from . import convert
 from . import worker_pb2 as pb
@@ -25,7 +25,7 @@ from .guard import current_principal
 if TYPE_CHECKING:
     from grpc import aio
 
-    from worker_core.engine import Engine
+    from worker_core.plugin import Engine
 
 #: Longest a Submit may wait for its job to end (``wait_seconds``).
 MAX_SUBMIT_WAIT_SECONDS = 3600.0
@@ -42,7 +42,7 @@ def _job_id(value: str) -> str:
 
 
 class WorkerServicer(pb_grpc.WorkerServicer):
-    """Implements ``worker.v1.Worker`` against an :class:`~worker_core.engine.Engine`."""
+    """Implements ``worker.v1.Worker`` against an :class:`~worker_core.Engine`."""
 
     def __init__(self, engine: Engine, tail_message_bytes: int = 1 << 20) -> None:
         self._engine = engine

@@ -12,7 +12,7 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from worker_core.errors import ConfigError
+from worker_core.plugin import ConfigError
 
 
 @attrs.frozen

@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import attrs
 
-from worker_core import hookimpl
-from worker_core.config import Config
-from worker_core.errors import ConfigError
-from worker_core.model import Action, Job, Principal
+from worker_core.plugin import Action, Config, ConfigError, Job, Principal, hookimpl
 
 from .policy import Permission, Policy, load
 

@@ -34,9 +34,7 @@ import cattrs
 import cattrs.errors
 import cattrs.v
 
-from worker_core.config import make_converter
-from worker_core.errors import ConfigError
-from worker_core.model import Principal
+from worker_core.plugin import ConfigError, Principal, make_converter
 
 
 class Permission(enum.Enum):

@@ -7,9 +7,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from worker_allowlist.plugin import DEFAULT_PATH
 
-from worker_core import (
+from worker_core.plugin import (
     Action,
     Config,
     ConfigError,
@@ -173,10 +172,3 @@ def test_configuration_errors_name_the_key(section, message):
         Engine(
             plugins=["allowlist"], config=Config.from_mapping({"plugins": {"allowlist": section}})
         )
-
-
-def test_default_path_matches_the_engines():
-    # The plugin repeats the engine's default job PATH (it is not exported); keep them equal.
-    from worker_core import validation
-
-    assert DEFAULT_PATH == validation.DEFAULT_PATH

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from worker_audit.plugin import AuditLog
 
-from worker_core import (
+from worker_core.plugin import (
     Action,
     Config,
     ConfigError,
@@ -34,8 +34,6 @@ def make_engine(path: Path, *plugins: object, **section: Any) -> Engine:
 
 def read_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 
 
 def job_lines(path: Path, job_id: str) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from worker_rlimits.plugin import HostLimits
 
-from worker_core import (
+from worker_core.plugin import (
     Config,
     ConfigError,
     EndReason,

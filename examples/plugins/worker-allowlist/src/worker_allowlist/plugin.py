@@ -36,7 +36,8 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
-from worker_core import (
+from worker_core.plugin import (
+    DEFAULT_PATH,
     Action,
     Config,
     ConfigError,
@@ -47,10 +48,6 @@ from worker_core import (
     SpawnPlan,
     hookimpl,
 )
-
-#: The PATH the engine gives a job that sets none. Not exported by worker_core, so it is
-#: repeated here; this package's tests check the two stay equal.
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 #: The rule that applies to every principal.
 EVERYONE = "*"
@@ -92,7 +89,6 @@ class AllowlistPlugin:
 
     #: Its ``[plugins.NAME]`` section, for ``worker serve --help`` and ``worker plugins``.
     config_class = AllowlistConfig
-
 
     def __init__(self) -> None:
         self._rules: dict[str, frozenset[Program]] = {}

@@ -36,11 +36,11 @@ from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 
-from worker_core import Action, Config, ConfigError, Job, JobState, Principal, hookimpl
+from worker_core.plugin import Action, Config, ConfigError, Job, JobState, Principal, hookimpl
 
 if TYPE_CHECKING:
     # The engine module is imported lazily by worker_core; a plugin only needs it for types.
-    from worker_core import Engine
+    from worker_core.plugin import Engine
 
 log = logging.getLogger("worker.audit")
 
@@ -139,7 +139,6 @@ class AuditPlugin:
 
     #: Its ``[plugins.NAME]`` section, for ``worker serve --help`` and ``worker plugins``.
     config_class = AuditConfig
-
 
     def __init__(self) -> None:
         self._log: AuditLog | None = None

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import attrs
 
-from worker_core import Config, ConfigError, InvalidSpec, Job, JobSpec, SpawnPlan, hookimpl
+from worker_core.plugin import Config, ConfigError, InvalidSpec, Job, JobSpec, SpawnPlan, hookimpl
 
 from .values import (
     RESOURCES,
@@ -112,7 +112,6 @@ class RlimitsPlugin:
 
     #: Its ``[plugins.NAME]`` section, for ``worker serve --help`` and ``worker plugins``.
     config_class = RlimitsConfig
-
 
     def __init__(self) -> None:
         self._defaults: dict[str, tuple[int, int]] = {}

@@ -12,8 +12,7 @@ from typing import BinaryIO
 
 import click
 
-from worker_core.model import EndReason, Job
-from worker_core.output import StartAt, StartPosition, Stream
+from worker_core.plugin import EndReason, Job, StartAt, StartPosition, Stream
 
 from .client import OutputStream
 from .render import outcome

@@ -14,7 +14,7 @@ import selectors
 import threading
 from collections.abc import Callable
 
-from .output import Stream
+from ._output import Stream
 
 log = logging.getLogger("worker.pump")
 

@@ -21,18 +21,25 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 
 import attrs
 
-from worker_core import allocator, hookimpl
-from worker_core.config import Config
-from worker_core.model import Job, JobState
-from worker_core.notify import Notifier
-from worker_core.output import Chunk, StartAt, StartPosition, Stream
+from worker_core.plugin import (
+    Chunk,
+    Config,
+    Job,
+    JobState,
+    Notifier,
+    StartAt,
+    StartPosition,
+    Stream,
+    hookimpl,
+    release_free_memory_soon,
+)
 
 #: The most bytes one read hands a follower: large enough for throughput, small enough that
 #: one follower's batch does not hold a big slice of memory twice.
 MAX_READ_BYTES = 4 << 20
 
 #: Freed output past which the allocator is asked to give free memory back to the kernel (it
-#: keeps freed memory for reuse otherwise: see :mod:`worker_core.allocator`).
+#: keeps freed memory for reuse otherwise: see :mod:`worker_core.plugin.tune_allocator_for_streaming`).
 RELEASE_AFTER_BYTES = 64 << 20
 
 
@@ -171,7 +178,7 @@ class LogFollower:
                 yield chunk
 
 
-class MemoryBroker:
+class MemoryOutputStore:
     """Keeps every job's output in memory and serves followers from it."""
 
     config_class = MemoryBrokerConfig
@@ -198,7 +205,7 @@ class MemoryBroker:
         self.config = config.section("memory", MemoryBrokerConfig)
 
     @hookimpl
-    def output_store(self) -> MemoryBroker:
+    def output_store(self) -> MemoryOutputStore:
         return self
 
     @hookimpl
@@ -223,7 +230,7 @@ class MemoryBroker:
                     self._dropped(log.drop_all())
             release = self._release_due()
         if release:
-            allocator.release_free_memory_soon()  # trimming takes milliseconds: not here
+            release_free_memory_soon()  # trimming takes milliseconds: not here
 
     # OutputStore -------------------------------------------------------------------------
 
@@ -243,7 +250,7 @@ class MemoryBroker:
                 self._dropped(log.drop_all())
             release = self._release_due()
         if release:
-            allocator.release_free_memory_soon()
+            release_free_memory_soon()
 
     def _dropped(self, freed: int) -> None:
         """Account for a whole log's output dropped. Call with ``_lock`` held."""
@@ -263,4 +270,4 @@ class MemoryBroker:
             return self._total
 
 
-__all__ = ["JobLog", "LogFollower", "MemoryBroker", "MemoryBrokerConfig"]
+__all__ = ["JobLog", "LogFollower", "MemoryBrokerConfig", "MemoryOutputStore"]

@@ -11,8 +11,8 @@ import os
 import shutil
 from collections.abc import Iterable
 
-from .errors import InvalidSpec
-from .model import JobSpec
+from ._errors import InvalidSpec
+from ._model import JobSpec
 
 #: The PATH a job gets when its spec does not set one (the server's own is never used).
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -26,19 +26,19 @@ from typing import Any
 import attrs
 import pluggy
 
-from . import plugins as plugin_loading
-from . import validation
-from .aio import AsyncEngine
-from .config import Config
-from .entry import JobEntry
-from .errors import EngineClosed, InvalidSpec, JobNotFound, PermissionDenied, WorkerError
-from .launcher import ExitReport, LauncherClient, LauncherDied, SpawnFailed
-from .model import Action, EndReason, ExitResult, Job, JobSpec, JobState, Principal, transition
-from .output import BOTH_STREAMS, Chunk, Follower, OutputStore, StartAt, StartPosition, Stream
-from .plan import SpawnPlan
-from .pump import OutputPump, enlarge_pipe
-from .scheduler import Scheduler
-from .watch import JobWatcher
+from . import _plugins as plugin_loading
+from . import _validation as validation
+from ._aio import AsyncEngine
+from ._config import Config
+from ._errors import EngineClosed, InvalidSpec, JobNotFound, PermissionDenied, WorkerError
+from ._launcher import ExitReport, LauncherClient, LauncherDied, SpawnFailed
+from ._model import Action, EndReason, ExitResult, Job, JobSpec, JobState, Principal, transition
+from ._output import BOTH_STREAMS, Chunk, Follower, OutputStore, StartAt, StartPosition, Stream
+from ._plan import SpawnPlan
+from ._pump import OutputPump, enlarge_pipe
+from ._timers import TimerQueue
+from ._tracked import TrackedJob
+from ._watch import JobWatcher
 
 log = logging.getLogger("worker.engine")
 
@@ -69,7 +69,7 @@ class Engine:
         self.hooks = plugin_loading.Hooks(self._pm)
         self.hooks.configure(self, self.config)
         self._lock = threading.RLock()
-        self._jobs: OrderedDict[str, JobEntry] = OrderedDict()
+        self._jobs: OrderedDict[str, TrackedJob] = OrderedDict()
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._started = False
         self._closed = False
@@ -78,7 +78,7 @@ class Engine:
         self._store: OutputStore | None = None
         self._exit_is_cheap = False
         self._pump: OutputPump | None = None
-        self._scheduler: Scheduler | None = None
+        self._scheduler: TimerQueue | None = None
         self._finalizer: ThreadPoolExecutor | None = None
         self.aio = AsyncEngine(self)
 
@@ -100,7 +100,7 @@ class Engine:
             self._exit_is_cheap = not (
                 self._pm.hook.signal_job.get_hookimpls() or self._pm.hook.post_exit.get_hookimpls()
             )
-            self._scheduler = Scheduler()
+            self._scheduler = TimerQueue()
             self._finalizer = ThreadPoolExecutor(
                 max_workers=4, thread_name_prefix="worker-finalizer"
             )
@@ -174,7 +174,7 @@ class Engine:
     # publishing state
     # -------------------------------------------------------------------------------------
 
-    def _publish(self, entry: JobEntry, job: Job) -> None:
+    def _publish(self, entry: TrackedJob, job: Job) -> None:
         """Store a new snapshot and wake waiters. Call with ``entry.notifier`` held, then
         :meth:`_fire_events` after releasing it."""
         if job.state is not entry.job.state:
@@ -183,7 +183,7 @@ class Engine:
         entry.version += 1
         entry.notifier.notify_all()
 
-    def _move(self, entry: JobEntry, state: JobState, **changes: Any) -> Job | None:
+    def _move(self, entry: TrackedJob, state: JobState, **changes: Any) -> Job | None:
         """Transition under the entry lock, then fire ``on_state_change`` outside it."""
         with entry.notifier:
             previous = entry.job.state
@@ -194,7 +194,7 @@ class Engine:
         self._fire_events(entry)
         return job
 
-    def _fire_events(self, entry: JobEntry) -> None:
+    def _fire_events(self, entry: TrackedJob) -> None:
         """Fire the entry's queued ``on_state_change`` events, in order, outside any lock.
 
         Transitions happen on several threads; whichever thread finds the queue idle delivers
@@ -230,7 +230,7 @@ class Engine:
         job = Job(id=uuid.uuid4().hex, owner=principal, spec=spec)
         if principal is not None and not self.hooks.authorize(principal, Action.SUBMIT, job):
             raise PermissionDenied(f"{principal.name!r} may not submit jobs")
-        entry = JobEntry(job)
+        entry = TrackedJob(job)
         with self._lock:
             self._check_open()
             self._jobs[job.id] = entry
@@ -251,7 +251,7 @@ class Engine:
             return self._fail_to_start(entry, f"preparing the job failed: {reason}")
         return self._spawn(entry, message)
 
-    def _spawn(self, entry: JobEntry, message: dict[str, Any]) -> Job:
+    def _spawn(self, entry: TrackedJob, message: dict[str, Any]) -> Job:
         job = entry.job
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -297,7 +297,7 @@ class Engine:
         self._maybe_finalize(entry)
         return entry.job
 
-    def _fail_to_start(self, entry: JobEntry, message: str) -> Job:
+    def _fail_to_start(self, entry: TrackedJob, message: str) -> Job:
         with entry.notifier:
             entry.start_error = message
             entry.spawned = True
@@ -329,7 +329,7 @@ class Engine:
         except RuntimeError:  # the pool is shutting down: run here rather than lose it
             fn(*args)
 
-    def _after_exit(self, entry: JobEntry) -> None:
+    def _after_exit(self, entry: TrackedJob) -> None:
         # Whatever the job left behind (a daemonized grandchild holding the pipe) dies with it.
         if entry.plan_ran:
             try:
@@ -377,7 +377,7 @@ class Engine:
             entry.output_closed = True
         self._maybe_finalize(entry)
 
-    def _maybe_finalize(self, entry: JobEntry, inline: bool = False) -> None:
+    def _maybe_finalize(self, entry: TrackedJob, inline: bool = False) -> None:
         with entry.notifier:
             ready = (
                 entry.spawned
@@ -397,7 +397,7 @@ class Engine:
         else:
             self._submit_background(self._finalize, entry)
 
-    def _finalize(self, entry: JobEntry) -> None:
+    def _finalize(self, entry: TrackedJob) -> None:
         report = entry.exit_report
         result = ExitResult(
             exit_code=report.exit_code if report else None,
@@ -536,13 +536,13 @@ class Engine:
     # reading records
     # -------------------------------------------------------------------------------------
 
-    def _entry(self, job_id: str) -> JobEntry:
+    def _entry(self, job_id: str) -> TrackedJob:
         entry = self._jobs.get(job_id) if isinstance(job_id, str) else None
         if entry is None:
             raise JobNotFound(str(job_id))
         return entry
 
-    def _readable(self, job_id: str, principal: Principal | None) -> JobEntry:
+    def _readable(self, job_id: str, principal: Principal | None) -> TrackedJob:
         entry = self._entry(job_id)
         if principal is not None and not self.hooks.authorize(principal, Action.READ, entry.job):
             raise JobNotFound(job_id)  # not PERMISSION_DENIED: ids cannot be probed
@@ -578,7 +578,7 @@ class Engine:
         self._wait_entry(entry, timeout)
         return entry.job
 
-    def _wait_entry(self, entry: JobEntry, timeout: float | None) -> bool:
+    def _wait_entry(self, entry: TrackedJob, timeout: float | None) -> bool:
         return entry.notifier.wait_for(lambda: entry.job.is_finished or None, timeout) is not None
 
     def watch(self, job_id: str, principal: Principal | None = None) -> JobWatcher:
@@ -614,7 +614,7 @@ class Engine:
 
     def _begin_stop(
         self, job_id: str, principal: Principal | None, grace: float | None, force: bool
-    ) -> tuple[JobEntry, float]:
+    ) -> tuple[TrackedJob, float]:
         entry = self._readable(job_id, principal)
         if principal is not None and not self.hooks.authorize(principal, Action.STOP, entry.job):
             raise PermissionDenied(f"{principal.name!r} may not stop job {job_id}")
@@ -625,7 +625,9 @@ class Engine:
         self._request_stop(entry, EndReason.STOPPED, grace, force)
         return entry, grace
 
-    def _request_stop(self, entry: JobEntry, reason: EndReason, grace: float, force: bool) -> None:
+    def _request_stop(
+        self, entry: TrackedJob, reason: EndReason, grace: float, force: bool
+    ) -> None:
         # The state move and the "spawned yet?" check happen under one lock, against _spawn's:
         # exactly one of the two delivers the first stop.
         with entry.notifier:
@@ -648,7 +650,7 @@ class Engine:
             self._deliver_stop(entry, grace, force)
         # Not spawned yet: _spawn sees STOPPING and delivers the stop once the pid exists.
 
-    def _deliver_stop(self, entry: JobEntry, grace: float, force: bool) -> None:
+    def _deliver_stop(self, entry: TrackedJob, grace: float, force: bool) -> None:
         if force or grace == 0:
             self._signal(entry, signal.SIGKILL)
             return
@@ -658,12 +660,12 @@ class Engine:
             if entry.kill_timer is None and not entry.job.is_finished:
                 entry.kill_timer = self._scheduler.call_later(grace, lambda: self._escalate(entry))
 
-    def _escalate(self, entry: JobEntry) -> None:
+    def _escalate(self, entry: TrackedJob) -> None:
         if not entry.job.is_finished and entry.exit_report is None:
             log.info("job %s: still running after its grace period; sending SIGKILL", entry.job.id)
             self._signal(entry, signal.SIGKILL)
 
-    def _signal(self, entry: JobEntry, signum: int) -> None:
+    def _signal(self, entry: TrackedJob, signum: int) -> None:
         job = entry.job
         if job.is_finished or job.pid is None:
             return
@@ -678,7 +680,7 @@ class Engine:
         if launcher is not None and launcher.alive:
             launcher.signal(job.pid, signum)
 
-    def _time_out(self, entry: JobEntry) -> None:
+    def _time_out(self, entry: TrackedJob) -> None:
         if not entry.job.is_finished:
             log.info("job %s: ran past its time limit; stopping it", entry.job.id)
             self._request_stop(entry, EndReason.TIMED_OUT, self._settings.stop_grace, force=False)

@@ -20,15 +20,18 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
-    from .config import Config
-    from .engine import Engine
-    from .model import Action, ExitResult, Job, JobSpec, JobState, Principal
-    from .output import Chunk, OutputStore
-    from .plan import SpawnPlan
+    from ._config import Config
+    from ._engine import Engine
+    from ._model import Action, ExitResult, Job, JobSpec, JobState, Principal
+    from ._output import Chunk, OutputStore
+    from ._plan import SpawnPlan
 
 PROJECT_NAME = "worker"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+
+#: Mark a plugin's hook implementations: ``@hookimpl def pre_spawn(job, plan): ...``
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 # -------------------------------------------------------------------------------------------
@@ -42,7 +45,7 @@ def worker_configure(engine: Engine, config: Config) -> None:
 
     Fires on the thread constructing the engine, after every plugin is loaded. A plugin reads
     its own section with ``config.section("name", SomeAttrsClass)``, which validates it and
-    raises :class:`~worker_core.errors.ConfigError` naming the key. Raising aborts startup.
+    raises :class:`~worker_core._errors.ConfigError` naming the key. Raising aborts startup.
     """
 
 
@@ -70,7 +73,7 @@ def worker_shutdown(engine: Engine) -> None:
 def validate_spec(spec: JobSpec) -> Iterable[str] | None:
     """Check a job spec at submit time, before anything is created; return the fields enforced.
 
-    Raise :class:`~worker_core.errors.InvalidSpec` naming the field for a value this plugin
+    Raise :class:`~worker_core._errors.InvalidSpec` naming the field for a value this plugin
     cannot honour (a controller the host lacks, a limit out of range). Return the dotted
     names of the spec fields this plugin enforces (``"limits.memory_max"``,
     ``"isolation.uid"``, ``"options.rlimits.nofile"``): the engine refuses a spec that sets a

@@ -18,8 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
-from worker_core.errors import InvalidSpec
-from worker_core.model import IOLimit, Isolation, JobSpec, Limits
+from worker_core.plugin import InvalidSpec, IOLimit, Isolation, JobSpec, Limits
 
 F = TypeVar("F", bound=Callable[..., Any])
 

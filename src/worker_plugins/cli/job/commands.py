@@ -15,9 +15,8 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from worker_core import hookimpl
-from worker_core.output import BOTH_STREAMS, StartAt, StartPosition, Stream
-from worker_plugins.spec_options import build_spec, spec_options
+from worker_core.plugin import BOTH_STREAMS, StartAt, StartPosition, Stream, hookimpl
+from worker_plugins.cli.spec_options import build_spec, spec_options
 
 from . import render
 from .client import WorkerClient

@@ -15,12 +15,7 @@ from typing import Any
 
 import click
 
-from worker_core import hookimpl
-from worker_core.config import Config
-from worker_core.engine import Engine
-from worker_core.errors import WorkerError
-from worker_core.model import EndReason, Job
-from worker_core.output import Stream
+from worker_core.plugin import Config, EndReason, Engine, Job, Stream, WorkerError, hookimpl
 
 from .spec_options import build_spec, spec_options
 

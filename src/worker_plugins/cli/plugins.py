@@ -6,30 +6,34 @@ import json
 
 import click
 
-from worker_core import hookimpl
-from worker_core import plugins as plugin_loading
-from worker_core.errors import PluginError
+from worker_core.plugin import (
+    DEFAULT_PLUGINS,
+    PluginError,
+    config_reference,
+    hookimpl,
+    installed_plugins,
+    parse_plugin_names,
+    plugin_hooks,
+)
 
 
 def describe_plugins(enable: str) -> list[dict[str, object]]:
     """One row per installed plugin: name, source, enabled, hooks, and any load error."""
-    enabled = set(plugin_loading.parse_plugin_names(enable))
+    enabled = set(parse_plugin_names(enable))
     rows: list[dict[str, object]] = []
-    for name, info in sorted(plugin_loading.installed_plugins().items()):
+    for name, info in sorted(installed_plugins().items()):
         row: dict[str, object] = {
             "name": name,
             "enabled": name in enabled,
-            "default": name in plugin_loading.DEFAULT_PLUGINS,
+            "default": name in DEFAULT_PLUGINS,
             "distribution": info.distribution,
             "version": info.version,
             "object": info.value,
             "hooks": [],
             "error": None,
         }
-        pm = plugin_loading.make_plugin_manager()
         try:
-            plugin_loading.load_plugins(pm, [name])
-            row["hooks"] = plugin_loading.hook_names(pm.get_plugin(name))
+            row["hooks"] = plugin_hooks(name)
         except PluginError as exc:
             row["error"] = str(exc)
         rows.append(row)
@@ -62,14 +66,15 @@ def describe_plugins(enable: str) -> list[dict[str, object]]:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option(
     "--config-reference",
+    "show_reference",
     is_flag=True,
     help="Print every configuration section (engine and installed plugins) with defaults.",
 )
-def plugins_command(enable: str, as_json: bool, config_reference: bool) -> None:
+def plugins_command(enable: str, as_json: bool, show_reference: bool) -> None:
     """List installed plugins (built-in and third-party), where each comes from, which are
     enabled, and which hooks each implements. A plugin that fails to load shows why."""
-    if config_reference:
-        click.echo(plugin_loading.config_reference(), nl=False)
+    if show_reference:
+        click.echo(config_reference(), nl=False)
         return
     rows = describe_plugins(enable)
     if as_json:

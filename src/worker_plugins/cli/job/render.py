@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from worker_core.model import EndReason, Job, JobSpec, JobState
+from worker_core.plugin import EndReason, Job, JobSpec, JobState
 
 #: Longest command shown in a ``list`` row; the full one is in ``get`` and ``--json``.
 COMMAND_WIDTH = 60

@@ -6,15 +6,15 @@ from collections import deque
 
 import attrs
 
-from .launcher import ExitReport
-from .model import EndReason, Job, JobState
-from .notify import Notifier
-from .output import Stream
-from .scheduler import Timer
+from ._launcher import ExitReport
+from ._model import EndReason, Job, JobState
+from ._notify import Notifier
+from ._output import Stream
+from ._timers import Timer
 
 
 @attrs.define
-class JobEntry:
+class TrackedJob:
     """The engine's private, mutable state for one job. Guarded by ``notifier``."""
 
     job: Job

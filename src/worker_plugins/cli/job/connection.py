@@ -28,7 +28,7 @@ import grpc
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from worker_core.errors import ConfigError
+from worker_core.plugin import ConfigError
 from worker_plugins.grpc_transport.tls import TlsFiles, channel_credentials, load_material
 
 from .errors import EXIT_CONFIG, ClientError

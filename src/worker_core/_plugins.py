@@ -16,17 +16,17 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pluggy
 
-from . import hookspecs
-from .errors import PluginError
+from . import _hookspecs as hookspecs
+from ._errors import PluginError
 
 if TYPE_CHECKING:
     import click
 
-    from .config import Config
-    from .engine import Engine
-    from .model import Action, ExitResult, Job, JobSpec, JobState, Principal
-    from .output import Chunk, OutputStore
-    from .plan import SpawnPlan
+    from ._config import Config
+    from ._engine import Engine
+    from ._model import Action, ExitResult, Job, JobSpec, JobState, Principal
+    from ._output import Chunk, OutputStore
+    from ._plan import SpawnPlan
 
 ENTRY_POINT_GROUP = "worker.plugins"
 
@@ -120,7 +120,7 @@ def config_reference(distribution: str | None = None) -> str:
 
     ``distribution`` limits the plugins to one distribution (``"worker"``: the built-ins).
     """
-    from .config import EngineSettings, describe_section
+    from ._config import EngineSettings, describe_section
 
     parts = ["# The engine's own settings.\n" + describe_section("engine", EngineSettings)]
     for name, cls, info in config_sections():
@@ -174,6 +174,16 @@ def check(pm: pluggy.PluginManager) -> None:
     except pluggy.PluginValidationError as exc:
         plugin_name = pm.get_name(exc.plugin) if exc.plugin is not None else "?"
         raise PluginError(f"plugin {plugin_name!r}: {exc}") from exc
+
+
+def plugin_hooks(name: str) -> list[str]:
+    """Load the installed plugin ``name`` into a manager of its own; the hooks it implements.
+
+    Raises :class:`PluginError` as loading it into an engine would (``worker plugins``).
+    """
+    pm = make_plugin_manager()
+    load_plugins(pm, [name])
+    return hook_names(pm.get_plugin(name))
 
 
 def hook_names(plugin: object) -> list[str]:

@@ -23,8 +23,8 @@ from typing import Any
 
 import attrs
 
+from ._errors import FailedPrecondition
 from ._launcher_main import recv_with_fds
-from .errors import FailedPrecondition
 
 log = logging.getLogger("worker.launcher")
 

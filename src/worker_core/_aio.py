@@ -9,10 +9,10 @@ from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from .model import Job, JobSpec, JobState, Principal
+from ._model import Job, JobSpec, JobState, Principal
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from ._engine import Engine
 
 
 class AsyncEngine:

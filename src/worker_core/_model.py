@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from .errors import IllegalTransition, InvalidSpec
+from ._errors import IllegalTransition, InvalidSpec
 
 # ---------------------------------------------------------------------------
 # validators: small named functions that raise InvalidSpec naming the field
@@ -134,7 +134,7 @@ def _freeze_str_map(value: Mapping[str, str] | None) -> Mapping[str, str]:
 
 @attrs.frozen(hash=False)  # holds mappings: compares by value, not hashable (key by job.id)
 class JobSpec:
-    """What to run and under which constraints. Plain data; validated by :mod:`worker_core.validation`.
+    """What to run and under which constraints. Plain data; validated by :mod:`worker_core._validation`.
 
     ``options`` carries third-party plugin options as ``"plugin.key": "value"`` strings; the
     plugin named before the dot validates and enforces them.

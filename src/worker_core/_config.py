@@ -28,7 +28,7 @@ import cattrs
 import cattrs.v
 from cattrs.strategies import configure_union_passthrough
 
-from .errors import ConfigError
+from ._errors import ConfigError
 
 T = TypeVar("T")
 

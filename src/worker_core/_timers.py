@@ -26,7 +26,7 @@ class Timer:
         self.cancelled = True
 
 
-class Scheduler:
+class TimerQueue:
     def __init__(self, name: str = "worker-scheduler") -> None:
         self._heap: list[tuple[float, int, Timer, Callable[[], None]]] = []
         self._seq = itertools.count()

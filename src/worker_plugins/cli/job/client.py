@@ -13,8 +13,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from worker_core.model import Job, JobSpec, JobState
-from worker_core.output import StartPosition, Stream
+from worker_core.plugin import Job, JobSpec, JobState, StartPosition, Stream
 from worker_plugins.grpc_transport import convert
 from worker_plugins.grpc_transport import worker_pb2 as pb
 from worker_plugins.grpc_transport import worker_pb2_grpc as pb_grpc

@@ -13,8 +13,8 @@ import sys
 
 import click
 
-from . import plugins as plugin_loading
-from .errors import PluginError
+from . import _plugins as plugin_loading
+from ._errors import PluginError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

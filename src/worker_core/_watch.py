@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 
-from .entry import JobEntry
-from .model import Job
+from ._model import Job
+from ._tracked import TrackedJob
 
 
 class JobWatcher:
     """Successive records of one job; ends after the ENDED record."""
 
-    def __init__(self, entry: JobEntry) -> None:
+    def __init__(self, entry: TrackedJob) -> None:
         self._entry = entry
         self._seen = -1
         self._done = False

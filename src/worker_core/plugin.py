@@ -1,0 +1,126 @@
+"""What a plugin author needs, and nothing else.
+
+::
+
+    from worker_core.plugin import SpawnPlan, hookimpl
+
+    class TmpQuota:
+        @hookimpl
+        def pre_spawn(self, job, plan: SpawnPlan) -> None:
+            plan.env["TMPDIR"] = f"/scratch/{job.id}"
+
+Every hook is documented in ``docs/PLUGIN_GUIDE.md`` (and in ``worker_core._hookspecs``);
+:mod:`worker_core.testing` helps test a plugin against a real engine. Built-in plugins import
+from here and from :mod:`worker_core` only, exactly as a third party's do.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import _allocator
+from ._config import Config, EngineSettings, make_converter
+from ._errors import (
+    ConfigError,
+    EngineClosed,
+    FailedPrecondition,
+    InvalidSpec,
+    JobNotFound,
+    PermissionDenied,
+    PluginError,
+    ResourceExhausted,
+    WorkerError,
+)
+from ._hookspecs import PROJECT_NAME, hookimpl
+from ._model import (
+    Action,
+    EndReason,
+    ExitResult,
+    IOLimit,
+    Isolation,
+    Job,
+    JobSpec,
+    JobState,
+    Limits,
+    Principal,
+)
+from ._notify import Notifier
+from ._output import BOTH_STREAMS, Chunk, Follower, OutputStore, StartAt, StartPosition, Stream
+from ._plan import NAMESPACES, SpawnPlan
+from ._plugins import (
+    DEFAULT_PLUGINS,
+    PluginInfo,
+    config_reference,
+    installed_plugins,
+    parse_plugin_names,
+    plugin_hooks,
+)
+from ._validation import DEFAULT_PATH
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+#: Hand memory the allocator holds free back to the kernel, soon, on a background thread
+#: (an output store calls it after discarding a large log).
+release_free_memory_soon = _allocator.release_free_memory_soon
+#: Release free memory now if the allocator holds more than ``limit`` bytes free.
+release_if_free_above = _allocator.release_if_free_above
+#: Keep large buffers for reuse in this process (a server's: process-wide, call it once).
+tune_allocator_for_streaming = _allocator.tune_for_streaming
+
+
+def __getattr__(name: str) -> object:
+    if name == "Engine":  # hooks receive the engine; importing it starts nothing
+        from ._engine import Engine
+
+        return Engine
+    raise AttributeError(name)
+
+
+__all__ = [
+    "BOTH_STREAMS",
+    "DEFAULT_PATH",
+    "DEFAULT_PLUGINS",
+    "NAMESPACES",
+    "PROJECT_NAME",
+    "Action",
+    "Chunk",
+    "Config",
+    "ConfigError",
+    "EndReason",
+    "Engine",
+    "EngineClosed",
+    "EngineSettings",
+    "ExitResult",
+    "FailedPrecondition",
+    "Follower",
+    "IOLimit",
+    "InvalidSpec",
+    "Isolation",
+    "Job",
+    "JobNotFound",
+    "JobSpec",
+    "JobState",
+    "Limits",
+    "Notifier",
+    "OutputStore",
+    "PermissionDenied",
+    "PluginError",
+    "PluginInfo",
+    "Principal",
+    "ResourceExhausted",
+    "SpawnPlan",
+    "StartAt",
+    "StartPosition",
+    "Stream",
+    "WorkerError",
+    "config_reference",
+    "hookimpl",
+    "installed_plugins",
+    "make_converter",
+    "parse_plugin_names",
+    "plugin_hooks",
+    "release_free_memory_soon",
+    "release_if_free_above",
+    "tune_allocator_for_streaming",
+]

@@ -1,0 +1,1 @@
+"""The ``worker`` command line's built-in commands: run, plugins, job."""
