@@ -154,7 +154,7 @@ def test_resuming_from_any_offsets_gives_exactly_the_rest_of_each_stream(
 
 def test_the_broker_opens_a_log_on_submit_and_closes_it_when_the_job_ends() -> None:
     broker = MemoryOutputStore()
-    broker.worker_configure(Config.from_mapping({"plugins": {"memory": {"max_bytes_per_job": 64}}}))
+    broker.configure(Config.from_mapping({"plugins": {"memory": {"max_bytes_per_job": 64}}}))
     assert broker.config.max_bytes_per_job == 64
     job = Job(id="j", owner=None, spec=JobSpec("/bin/true"))
     broker.on_state_change(job, None)

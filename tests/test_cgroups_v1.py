@@ -253,12 +253,12 @@ def test_startup_cleans_leftovers_of_a_crashed_run(
         held.release()
         grandchild = int(held.readline())
         plugin = CgroupsPlugin()
-        plugin.worker_configure(
+        plugin.configure(
             engine=object(),
             config=Config.from_mapping({"plugins": {"cgroups": {"parent": parent}}}),
         )
         with caplog.at_level(logging.WARNING, logger="worker.cgroups"):
-            plugin.worker_startup(engine=object())
+            plugin.startup(engine=object())
         assert held.proc.wait(timeout=5) == -signal.SIGKILL
         assert wait_until(lambda: not alive(grandchild))
         lines = [r.getMessage() for r in caplog.records if r.name == "worker.cgroups"]
@@ -269,7 +269,7 @@ def test_startup_cleans_leftovers_of_a_crashed_run(
             assert list((mount / parent).iterdir()) == [] or not any(
                 p.is_dir() for p in (mount / parent).iterdir()
             )
-        plugin.worker_shutdown(engine=object())
+        plugin.shutdown(engine=object())
     finally:
         held.close()
 

@@ -253,7 +253,7 @@ def test_nested_parent_enables_each_level(tmp_path: Path) -> None:
 def plugin_on(root: Path) -> CgroupsPlugin:
     plugin = CgroupsPlugin()
     config = Config.from_mapping({"plugins": {"cgroups": {"root": str(root), "parent": PARENT}}})
-    plugin.worker_configure(engine=object(), config=config)
+    plugin.configure(engine=object(), config=config)
     assert plugin.backend.version == "v2"
     plugin.backend.remove_timeout = 0.1  # rmdir never succeeds on a plain directory tree
     return plugin

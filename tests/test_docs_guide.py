@@ -32,14 +32,14 @@ EXAMPLES = sorted((ROOT / "examples" / "plugins").glob("*/pyproject.toml"))
 
 #: The hooks each example is documented to implement (its README and the guide say so).
 EXAMPLE_HOOKS = {
-    "rlimits": ["pre_spawn", "validate_spec", "worker_configure"],
-    "allowlist": ["authorize", "pre_spawn", "worker_configure"],
+    "rlimits": ["pre_spawn", "validate_spec", "configure"],
+    "allowlist": ["authorize", "pre_spawn", "configure"],
     "audit": [
         "authorize",
         "on_state_change",
-        "worker_configure",
-        "worker_shutdown",
-        "worker_startup",
+        "configure",
+        "shutdown",
+        "startup",
     ],
 }
 

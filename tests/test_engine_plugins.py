@@ -191,15 +191,15 @@ class Lifecycle:
         self.calls: list[str] = []
 
     @hookimpl
-    def worker_configure(self, engine: Engine, config: Any) -> None:
+    def configure(self, engine: Engine, config: Any) -> None:
         self.calls.append("configure")
 
     @hookimpl
-    def worker_startup(self, engine: Engine) -> None:
+    def startup(self, engine: Engine) -> None:
         self.calls.append(f"startup jobs={len(engine.list())}")
 
     @hookimpl
-    def worker_shutdown(self, engine: Engine) -> None:
+    def shutdown(self, engine: Engine) -> None:
         self.calls.append(f"shutdown running={len(engine.list(states=[JobState.RUNNING]))}")
 
 

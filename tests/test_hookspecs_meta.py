@@ -18,15 +18,15 @@ SPECS = sorted(
 
 #: Where each hook is exercised: (module, test). Add an entry when you add a spec.
 EXERCISED_BY = {
-    "worker_configure": (
+    "configure": (
         "test_engine_plugins",
         "test_configure_startup_and_shutdown_fire_once_each_in_order",
     ),
-    "worker_startup": (
+    "startup": (
         "test_engine_plugins",
         "test_configure_startup_and_shutdown_fire_once_each_in_order",
     ),
-    "worker_shutdown": (
+    "shutdown": (
         "test_engine_plugins",
         "test_configure_startup_and_shutdown_fire_once_each_in_order",
     ),

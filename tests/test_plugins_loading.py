@@ -100,5 +100,5 @@ def test_hook_names_lists_what_a_plugin_implements() -> None:
         "on_output",
         "on_state_change",
         "output_store",
-        "worker_configure",
+        "configure",
     ]

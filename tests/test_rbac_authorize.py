@@ -45,7 +45,7 @@ def rbac(tmp_path_factory: pytest.TempPathFactory) -> RbacPlugin:
     path = tmp_path_factory.mktemp("rbac") / "policy.toml"
     path.write_text(POLICY)
     plugin = RbacPlugin()
-    plugin.worker_configure(Config.from_mapping({"plugins": {"rbac": {"policy": str(path)}}}))
+    plugin.configure(Config.from_mapping({"plugins": {"rbac": {"policy": str(path)}}}))
     return plugin
 
 
@@ -104,7 +104,7 @@ def test_unconfigured_plugin_denies_everything() -> None:
 
 def test_missing_policy_setting_says_what_to_set() -> None:
     with pytest.raises(ConfigError) as info:
-        RbacPlugin().worker_configure(Config())
+        RbacPlugin().configure(Config())
     assert str(info.value) == (
         'the rbac plugin needs a policy file: set [plugins.rbac] policy = "path/to/policy.toml" '
         "in the config file"
@@ -113,9 +113,9 @@ def test_missing_policy_setting_says_what_to_set() -> None:
 
 def test_bad_section_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"expected str, got int 5 @ \$\.plugins\.rbac\.policy"):
-        RbacPlugin().worker_configure(Config.from_mapping({"plugins": {"rbac": {"policy": 5}}}))
+        RbacPlugin().configure(Config.from_mapping({"plugins": {"rbac": {"policy": 5}}}))
     with pytest.raises(ConfigError, match=r"polcy"):
-        RbacPlugin().worker_configure(
+        RbacPlugin().configure(
             Config.from_mapping({"plugins": {"rbac": {"policy": "p", "polcy": "x"}}})
         )
 

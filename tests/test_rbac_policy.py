@@ -170,7 +170,7 @@ def test_the_example_server_config_points_at_the_example_policy(
     monkeypatch.chdir(tmp_path)
     config = Config.load(EXAMPLE.parent / "server.toml")
     plugin = RbacPlugin()
-    plugin.worker_configure(config)
+    plugin.configure(config)
     assert plugin.policy == load(EXAMPLE)
     grpc = config.plugins["grpc"]
     for key in ("ca", "cert", "key"):

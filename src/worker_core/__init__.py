@@ -31,6 +31,8 @@ from ._errors import (
 )
 from ._hookspecs import PROJECT_NAME, hookimpl
 from ._model import (
+    Dependency,
+    DependencyKind,
     EndReason,
     IOLimit,
     Isolation,
@@ -39,6 +41,7 @@ from ._model import (
     JobState,
     Limits,
     Principal,
+    QueueReason,
 )
 from ._output import BOTH_STREAMS, Follower, StartAt, StartPosition, Stream
 
@@ -64,6 +67,8 @@ __all__ = [
     "AsyncEngine",
     "Config",
     "ConfigError",
+    "Dependency",
+    "DependencyKind",
     "EndReason",
     "Engine",
     "EngineClosed",
@@ -83,6 +88,7 @@ __all__ = [
     "PermissionDenied",
     "PluginError",
     "Principal",
+    "QueueReason",
     "ResourceExhausted",
     "StartAt",
     "StartPosition",

@@ -8,7 +8,7 @@ A config file is TOML::
     [plugins.cgroups]
     parent = "worker"
 
-Each plugin reads its section in ``worker_configure`` with :meth:`Config.section`, which
+Each plugin reads its section in ``configure`` with :meth:`Config.section`, which
 structures it into the plugin's attrs class and reports errors as ``plugins.cgroups.parent:
 ...`` so the user knows where to look.
 """
@@ -80,8 +80,16 @@ class EngineSettings:
     output_linger: float = attrs.field(default=2.0, validator=_non_negative)
     #: Seconds to wait for the launcher to start or answer a spawn request.
     launcher_timeout: float = attrs.field(default=10.0, validator=_non_negative)
-    #: Finished jobs kept in memory (with their output); the oldest are forgotten first.
+    #: Finished jobs kept (records and output); past it the oldest are removed first.
     max_finished_jobs: int = attrs.field(default=10_000, validator=_non_negative)
+    #: Seconds a finished job is kept after it ended (default 30 days); 0 keeps them forever.
+    max_finished_age: float = attrs.field(default=30 * 86400.0, validator=_non_negative)
+    #: Bytes of output kept for all finished jobs together (default 10 GiB); past it the
+    #: oldest finished jobs are removed. 0: no limit.
+    max_finished_output_bytes: int = attrs.field(default=10 << 30, validator=_non_negative)
+    #: Directory of the engine's durable state (job records, output files, the lock); made
+    #: 0700 if missing. None: nothing is kept on disk (the library's default).
+    state_dir: str | None = None
     #: Upper bound on the bytes of command, arguments and environment of one job.
     max_spec_bytes: int = attrs.field(default=1 << 20, validator=_non_negative)
 

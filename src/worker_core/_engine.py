@@ -96,7 +96,7 @@ class Engine:
                 return self
             if self._closed:
                 raise EngineClosed("this engine was closed; create a new one")
-            self._store = self.hooks.output_store()
+            self._store = self.hooks.output_store(self)
             self._exit_is_cheap = not (
                 self._pm.hook.signal_job.get_hookimpls() or self._pm.hook.post_exit.get_hookimpls()
             )
@@ -121,7 +121,7 @@ class Engine:
         self.close()
 
     def close(self, grace: float | None = None) -> None:
-        """Stop every job (SIGTERM, ``grace``, SIGKILL), fire ``worker_shutdown``, release all."""
+        """Stop every job (SIGTERM, ``grace``, SIGKILL), fire ``shutdown``, release all."""
         with self._lock:
             if self._closed:
                 return
@@ -134,7 +134,7 @@ class Engine:
             # them even when the engine never started.
             self.hooks.shutdown(self)
         except Exception:
-            log.exception("a worker_shutdown hook failed")
+            log.exception("a shutdown hook failed")
         if not started:
             return
         if self._launcher is not None:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from ._config import Config
     from ._engine import Engine
+    from ._jobstore import JobStore
     from ._model import Action, ExitResult, Job, JobSpec, JobState, Principal
     from ._output import Chunk, OutputStore
     from ._plan import SpawnPlan
@@ -40,7 +41,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 @hookspec
-def worker_configure(engine: Engine, config: Config) -> None:
+def configure(engine: Engine, config: Config) -> None:
     """Read this plugin's configuration and prepare; fires once, before the engine starts.
 
     Fires on the thread constructing the engine, after every plugin is loaded. A plugin reads
@@ -50,7 +51,7 @@ def worker_configure(engine: Engine, config: Config) -> None:
 
 
 @hookspec
-def worker_startup(engine: Engine) -> None:
+def startup(engine: Engine) -> None:
     """The engine has started (its launcher is up); no job has been submitted yet.
 
     Fires on the thread calling :meth:`Engine.start`. Recover or clean up state left by an
@@ -60,7 +61,7 @@ def worker_startup(engine: Engine) -> None:
 
 
 @hookspec
-def worker_shutdown(engine: Engine) -> None:
+def shutdown(engine: Engine) -> None:
     """The engine is closing: every job has ended. Fires on the thread calling :meth:`Engine.close`."""
 
 
@@ -170,10 +171,27 @@ def on_output(job: Job, chunk: Chunk) -> None:
 
 
 @hookspec(firstresult=True)
-def output_store() -> OutputStore | None:
-    """The store followers read from (the built-in ``memory`` broker by default).
+def output_store(engine: Engine) -> OutputStore | None:
+    """The store that keeps every job's output and serves followers.
 
-    Fires once, on the thread calling :meth:`Engine.start`. Stops at the first non-None result.
+    The built-in ``memory`` plugin answers last (``trylast``), so any other store enabled
+    wins; ``spool`` keeps output in files under :attr:`Engine.state_dir`. Only the store
+    returned here receives output (through :class:`~worker_core.plugin.OutputStore`'s
+    methods); the engine calls no other. Fires once, on the thread calling
+    :meth:`Engine.start`, after the state directory is locked. Stops at the first non-None
+    result.
+    """
+
+
+@hookspec(firstresult=True)
+def job_store(engine: Engine) -> JobStore | None:
+    """The store that keeps job records (:class:`~worker_core.plugin.JobStore`).
+
+    The built-in ``memory`` plugin answers last (``trylast``); ``sqlite`` keeps records in a
+    database under :attr:`Engine.state_dir`, so they outlive the process. Fires once, on the
+    thread calling :meth:`Engine.start`, after the state directory is locked and before
+    recovery. Raising aborts startup (a corrupt database). Stops at the first non-None
+    result.
     """
 
 

@@ -132,12 +132,46 @@ def _freeze_str_map(value: Mapping[str, str] | None) -> Mapping[str, str]:
     return dict(value or {})
 
 
+class DependencyKind(enum.Enum):
+    """When a dependency is satisfied (Slurm's afterok, afterany, afternotok)."""
+
+    OK = "ok"  # the job it names exited with code 0
+    ANY = "any"  # the job it names ended, whatever the outcome
+    FAILED = "failed"  # the job it names ended unsuccessfully
+
+
+@attrs.frozen
+class Dependency:
+    """Start only once job ``job_id`` has ended as ``kind`` asks."""
+
+    job_id: str
+    kind: DependencyKind = DependencyKind.OK
+
+
+def _dependency_tuple(value: Iterable[Dependency]) -> tuple[Dependency, ...]:
+    return tuple(value)
+
+
+#: The range of :attr:`JobSpec.priority`; higher starts first.
+PRIORITY_RANGE = (-1000, 1000)
+
+
+def _priority(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidSpec("priority", f"must be an integer, got {value!r}")
+    low, high = PRIORITY_RANGE
+    if not low <= value <= high:
+        raise InvalidSpec("priority", f"must be between {low} and {high}, got {value}")
+
+
 @attrs.frozen(hash=False)  # holds mappings: compares by value, not hashable (key by job.id)
 class JobSpec:
     """What to run and under which constraints. Plain data; validated by :mod:`worker_core._validation`.
 
     ``options`` carries third-party plugin options as ``"plugin.key": "value"`` strings; the
-    plugin named before the dot validates and enforces them.
+    plugin named before the dot validates and enforces them. ``name`` and ``labels`` are the
+    caller's own words for the job (shown and filtered on, never interpreted). ``priority``,
+    ``after``, ``hold`` and ``begin_at`` (a Unix time) are for the scheduler.
     """
 
     command: str
@@ -148,15 +182,36 @@ class JobSpec:
     isolation: Isolation = attrs.field(factory=Isolation)
     timeout: float | None = attrs.field(default=None, validator=_positive_number)
     options: Mapping[str, str] = attrs.field(factory=dict, converter=_freeze_str_map)
+    name: str = ""
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=_freeze_str_map)
+    priority: int = attrs.field(default=0, validator=_priority)
+    after: tuple[Dependency, ...] = attrs.field(default=(), converter=_dependency_tuple)
+    hold: bool = False
+    begin_at: float | None = None
 
 
 class JobState(enum.Enum):
-    """Where a job is in its life. States only move forward (see :data:`ALLOWED_TRANSITIONS`)."""
+    """Where a job is in its life (see :data:`ALLOWED_TRANSITIONS`)."""
 
-    PENDING = "pending"  # registered; the spawn plan is being built or applied
+    QUEUED = "queued"  # accepted; waits for the scheduler (see Job.queue_reason)
+    HELD = "held"  # accepted; waits until released
+    PENDING = "pending"  # admitted; the spawn plan is being built or applied
     RUNNING = "running"  # its process exists
+    PAUSED = "paused"  # frozen; resumes to RUNNING
     STOPPING = "stopping"  # a stop was requested; signals are being delivered
     ENDED = "ended"  # final; see Job.end_reason
+
+
+class QueueReason(enum.Enum):
+    """Why a QUEUED job has not started yet (as squeue's REASON)."""
+
+    PRIORITY = "priority"  # jobs ahead of it in the queue start first
+    RESOURCES = "resources"  # the memory or CPU budget is used by running jobs
+    RUNNING_CAP = "running_cap"  # [engine] max_running jobs are running
+    OWNER_CAP = "owner_cap"  # its owner has as many jobs running as allowed
+    DEPENDENCY = "dependency"  # a job it depends on has not ended yet
+    BEGIN_TIME = "begin_time"  # its begin time has not come
+    PLUGIN = "plugin"  # a plugin delays it (see the admit hook)
 
 
 class EndReason(enum.Enum):
@@ -167,15 +222,25 @@ class EndReason(enum.Enum):
     OOM_KILLED = "oom_killed"  # killed by the kernel's OOM killer under its memory limit
     TIMED_OUT = "timed_out"  # ran past spec.timeout and was stopped
     FAILED_TO_START = "failed_to_start"  # never ran: exec failed, bad cwd, a plugin refused...
-    LOST = "lost"  # the engine lost track of the process (its launcher died)
+    LOST = "lost"  # the engine lost track of the process (its launcher died, the server died)
+    SHUTDOWN = "shutdown"  # the engine (the server) shut down while it ran
+    DEPENDENCY_FAILED = "dependency_failed"  # never ran: a dependency can no longer be met
 
 
 ALLOWED_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.HELD, JobState.PENDING, JobState.ENDED}),
+    JobState.HELD: frozenset({JobState.QUEUED, JobState.ENDED}),
     JobState.PENDING: frozenset({JobState.RUNNING, JobState.STOPPING, JobState.ENDED}),
-    JobState.RUNNING: frozenset({JobState.STOPPING, JobState.ENDED}),
+    JobState.RUNNING: frozenset({JobState.PAUSED, JobState.STOPPING, JobState.ENDED}),
+    JobState.PAUSED: frozenset({JobState.RUNNING, JobState.STOPPING, JobState.ENDED}),
     JobState.STOPPING: frozenset({JobState.ENDED}),
     JobState.ENDED: frozenset(),
 }
+
+#: States in which a job has not started and may still never start.
+WAITING_STATES = frozenset({JobState.QUEUED, JobState.HELD})
+#: States in which a job's processes may exist.
+ACTIVE_STATES = frozenset({JobState.PENDING, JobState.RUNNING, JobState.PAUSED, JobState.STOPPING})
 
 
 @attrs.frozen
@@ -201,6 +266,10 @@ class Job:
     created_at: float = attrs.field(factory=time.time)
     started_at: float | None = None
     ended_at: float | None = None
+    #: Why a QUEUED job waits; None in every other state.
+    queue_reason: QueueReason | None = None
+    #: The caller's key for an idempotent submit: a second submit with it returns this job.
+    idempotency_key: str | None = None
     # Facts reported by plugins in post_exit (e.g. "oom_killed", "memory_peak", "cpu_seconds").
     facts: Mapping[str, Any] = attrs.field(factory=dict)
 
@@ -243,6 +312,7 @@ class ExitResult:
 class Action(enum.Enum):
     """What a principal asks to do; ``authorize`` hooks decide."""
 
-    SUBMIT = "submit"
-    STOP = "stop"
-    READ = "read"  # get, list, tail
+    SUBMIT = "submit"  # also release, for one's own jobs
+    STOP = "stop"  # also signal, pause, resume
+    READ = "read"  # get, list, tail, watch, wait
+    PURGE = "purge"  # remove a finished job's record and output

@@ -69,7 +69,28 @@ class Follower(Protocol):
 
 @runtime_checkable
 class OutputStore(Protocol):
-    """What the engine needs from the plugin that keeps output (``output_store`` hook)."""
+    """What the engine needs from the plugin that keeps output (``output_store`` hook).
+
+    The engine calls :meth:`open`, :meth:`append` (on its output thread, in order per
+    stream) and :meth:`close` for every job; ``on_output`` observers see each chunk after
+    the store kept it. Followers may be created from any thread.
+    """
+
+    def open(self, job_id: str) -> None:
+        """A job was registered: its log exists from now on (empty for a new job)."""
+        ...
+
+    def append(self, chunk: Chunk) -> int:
+        """Keep ``chunk``. Return how many bytes of output were lost doing so (0 when all is
+        kept): bytes this store could not write (disk full, a quota) or dropped to make room.
+        The engine records the total on the job (fact ``output_lost_bytes``). Must not block
+        for long and must not raise."""
+        ...
+
+    def close(self, job_id: str) -> None:
+        """The job has ended and its output was read to the end: followers that have read
+        everything end."""
+        ...
 
     def follow(self, job_id: str, streams: frozenset[Stream], start: StartPosition) -> Follower:
         """A follower of ``job_id``'s output, for the given streams, from ``start``."""
@@ -80,5 +101,5 @@ class OutputStore(Protocol):
         ...
 
     def discard(self, job_id: str) -> None:
-        """Forget a job's output (the job record was removed)."""
+        """Forget a job's output (its record was removed)."""
         ...

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from ._config import Config
     from ._engine import Engine
+    from ._jobstore import JobStore
     from ._model import Action, ExitResult, Job, JobSpec, JobState, Principal
     from ._output import Chunk, OutputStore
     from ._plan import SpawnPlan
@@ -224,13 +225,13 @@ class Hooks:
         return errors
 
     def configure(self, engine: Engine, config: Config) -> None:
-        self._pm.hook.worker_configure(engine=engine, config=config)
+        self._pm.hook.configure(engine=engine, config=config)
 
     def startup(self, engine: Engine) -> None:
-        self._pm.hook.worker_startup(engine=engine)
+        self._pm.hook.startup(engine=engine)
 
     def shutdown(self, engine: Engine) -> None:
-        self._pm.hook.worker_shutdown(engine=engine)
+        self._pm.hook.shutdown(engine=engine)
 
     def validate_spec(self, spec: JobSpec) -> set[str]:
         claimed: set[str] = set()
@@ -263,8 +264,12 @@ class Hooks:
     def on_output(self, job: Job, chunk: Chunk) -> list[BaseException]:
         return self._call_each("on_output", job=job, chunk=chunk)
 
-    def output_store(self) -> OutputStore | None:
-        store: OutputStore | None = self._pm.hook.output_store()
+    def output_store(self, engine: Engine) -> OutputStore | None:
+        store: OutputStore | None = self._pm.hook.output_store(engine=engine)
+        return store
+
+    def job_store(self, engine: Engine) -> JobStore | None:
+        store: JobStore | None = self._pm.hook.job_store(engine=engine)
         return store
 
     def register_commands(self, cli: click.Group) -> None:

@@ -201,7 +201,7 @@ class MemoryOutputStore:
     # hooks -------------------------------------------------------------------------------
 
     @hookimpl
-    def worker_configure(self, config: Config) -> None:
+    def configure(self, config: Config) -> None:
         self.config = config.section("memory", MemoryBrokerConfig)
 
     @hookimpl

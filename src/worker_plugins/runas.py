@@ -39,7 +39,7 @@ class RunAs:
         self.config = RunAsConfig()
 
     @hookimpl
-    def worker_configure(self, config: Config) -> None:
+    def configure(self, config: Config) -> None:
         self.config = config.section("runas", RunAsConfig)
 
     def _ids(self, spec: JobSpec) -> tuple[int | None, int | None]:

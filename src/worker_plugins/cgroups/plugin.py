@@ -64,7 +64,7 @@ class CgroupsPlugin:
     - ``signal_job`` reaches every process in the cgroup, daemonized ones included.
     - ``post_exit`` reports ``oom_killed``, ``memory_peak`` and ``cpu_seconds``, kills what
       is left and removes the cgroup.
-    - ``worker_startup`` removes job cgroups a crashed earlier run left under the parent.
+    - ``startup`` removes job cgroups a crashed earlier run left under the parent.
 
     Thread-safe: the engine calls hooks from several threads.
     """
@@ -89,7 +89,7 @@ class CgroupsPlugin:
     # ------------------------------------------------------------------ lifecycle
 
     @hookimpl
-    def worker_configure(self, engine: object, config: Config) -> None:
+    def configure(self, engine: object, config: Config) -> None:
         self._config = config.section("cgroups", CgroupsConfig)
         self._lock_parent()
         try:
@@ -142,11 +142,11 @@ class CgroupsPlugin:
             os.close(fd)
 
     @hookimpl
-    def worker_startup(self, engine: object) -> None:
+    def startup(self, engine: object) -> None:
         self.cleanup_leftovers()
 
     @hookimpl
-    def worker_shutdown(self, engine: object) -> None:
+    def shutdown(self, engine: object) -> None:
         with self._lock:
             remaining = list(self._jobs)
         for job_id in remaining:

@@ -157,7 +157,7 @@ def serve_command(
     transport = GrpcTransport()
     try:
         config = Config.load(config_path) if config_path else Config()
-        # The transport object itself joins the engine, so worker_configure validates
+        # The transport object itself joins the engine, so configure validates
         # [plugins.grpc] exactly as for any plugin; a "grpc" name in --plugins is that one.
         names = [n for n in parse_plugin_names(plugins) if n != transport.name]
         # Imported here, not at the top: this module is imported by every `worker` run (to

@@ -25,7 +25,7 @@ class GrpcTransport:
         self.config = GrpcConfig()
 
     @hookimpl
-    def worker_configure(self, engine: Engine, config: Config) -> None:
+    def configure(self, engine: Engine, config: Config) -> None:
         # Raises ConfigError naming the key (``... @ $.plugins.grpc.listen``) on a bad section.
         self.config = config.section("grpc", GrpcConfig)
 

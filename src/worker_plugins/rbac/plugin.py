@@ -70,7 +70,7 @@ class RbacPlugin:
     config_class = RbacConfig
 
     def __init__(self) -> None:
-        # No policy until worker_configure: until then everything is denied (fail closed).
+        # No policy until configure: until then everything is denied (fail closed).
         # Construction stays cheap and side-effect free: `worker` loads every plugin to let
         # it add commands.
         self._policy = Policy()
@@ -80,7 +80,7 @@ class RbacPlugin:
         return self._policy
 
     @hookimpl
-    def worker_configure(self, config: Config) -> None:
+    def configure(self, config: Config) -> None:
         """Read ``[plugins.rbac]`` and load the policy it names; any error aborts startup."""
         if "policy" not in config.plugins.get(SECTION, {}):
             raise ConfigError(

@@ -95,7 +95,7 @@ class AllowlistPlugin:
         self._allow_others = False
 
     @hookimpl
-    def worker_configure(self, config: Config) -> None:
+    def configure(self, config: Config) -> None:
         raw = config.plugins.get("allowlist", {}).get("rules", {})
         # cattrs would turn `alice = "echo"` into ["e", "c", "h", "o"]: check the shape first.
         if isinstance(raw, Mapping):

@@ -154,7 +154,7 @@ class AuditPlugin:
             log.error("cannot write the audit log %s: %s", self._log.path, exc)
 
     @hookimpl
-    def worker_configure(self, engine: Engine, config: Config) -> None:
+    def configure(self, engine: Engine, config: Config) -> None:
         section = config.section("audit", AuditConfig)
         path = Path(section.path).absolute()
         audit_log = AuditLog(path, section.fsync)
@@ -167,13 +167,13 @@ class AuditPlugin:
         self._log, self._engine = audit_log, engine
 
     @hookimpl
-    def worker_startup(self, engine: Engine) -> None:
+    def startup(self, engine: Engine) -> None:
         self._write(
             {"event": "startup", "plugins": sorted(name for name, _ in engine.hooks.plugins())}
         )
 
     @hookimpl
-    def worker_shutdown(self) -> None:
+    def shutdown(self) -> None:
         self._write({"event": "shutdown"})
         if self._log is not None:
             self._log.close()

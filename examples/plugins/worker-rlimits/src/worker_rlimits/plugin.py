@@ -121,7 +121,7 @@ class RlimitsPlugin:
     # -- configuration -------------------------------------------------------------------
 
     @hookimpl
-    def worker_configure(self, config: Config) -> None:
+    def configure(self, config: Config) -> None:
         """Parse and check the section now, so a bad default fails startup, not every job."""
         section = config.section("rlimits", RlimitsConfig)
         host = HostLimits.read()
