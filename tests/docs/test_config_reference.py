@@ -14,7 +14,7 @@ from worker_core._config import Config, EngineSettings
 from worker_core._plugins import config_reference, config_sections
 from worker_core.cli import build_cli
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "CONFIGURATION.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "CONFIGURATION.md"
 BUILTIN_SECTIONS = {"cgroups", "grpc", "memory", "rbac", "runas"}
 
 

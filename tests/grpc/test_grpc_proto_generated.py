@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "src/worker_plugins/grpc_transport"
 FILES = ("worker_pb2.py", "worker_pb2_grpc.py", "worker_pb2.pyi", "worker_pb2_grpc.pyi")
 

@@ -26,7 +26,7 @@ from worker_core._plugins import ENTRY_POINT_GROUP
 from worker_core.cli import build_cli
 from worker_core.plugin import SpawnPlan
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "PLUGIN_GUIDE.md"
 EXAMPLES = sorted((ROOT / "examples" / "plugins").glob("*/pyproject.toml"))
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import attrs
 import grpc
 import pytest
-from conftest_cgroups import cgroup_dirs_named, force_remove_parent, require_root, unique_parent
+from cgroup_helpers import cgroup_dirs_named, force_remove_parent, require_root, unique_parent
 from grpc_harness import shell, wait_for
 from reliability_harness import (
     RPC_TIMEOUT,

@@ -17,7 +17,7 @@ from worker_core import (
     Principal,
 )
 
-EXAMPLE_POLICY = Path(__file__).resolve().parent.parent / "examples" / "policy.toml"
+EXAMPLE_POLICY = Path(__file__).resolve().parents[2] / "examples" / "policy.toml"
 ADMIN, OPERATOR, VIEWER = Principal("admin"), Principal("operator"), Principal("viewer")
 ALICE, BOB, STRANGER = Principal("alice"), Principal("bob"), Principal("mallory")
 SLEEP = JobSpec("sleep", ("30",))

@@ -9,7 +9,7 @@ import pytest
 from worker_core import ConfigError, Principal
 from worker_plugins.rbac.policy import Permission, Policy, format_path, load
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "policy.toml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "policy.toml"
 EXPECTED = "expected one of: read:all, read:own, stop:all, stop:own, submit"
 
 

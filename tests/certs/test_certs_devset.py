@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-CERTS = Path(__file__).resolve().parent.parent / "certs"
+CERTS = Path(__file__).resolve().parents[2] / "certs"
 CLIENTS = ("admin", "operator", "viewer", "alice", "bob")
 MARGIN = datetime.timedelta(days=365)
 

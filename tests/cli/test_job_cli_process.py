@@ -22,7 +22,7 @@ from worker_core._engine import Engine
 from worker_plugins.grpc_transport.server import GrpcServer
 from worker_plugins.grpc_transport.tls import TlsFiles
 
-CERTS = Path(__file__).resolve().parent.parent / "certs"
+CERTS = Path(__file__).resolve().parents[2] / "certs"
 WORKER = Path(sys.executable).parent / "worker"
 #: A line logged by gRPC core itself (absl format: I1122 21:22:01.219901   12785 file.cc:1] ...).
 GRPC_CORE_LOG = re.compile(r"[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] ")

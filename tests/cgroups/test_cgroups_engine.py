@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest_cgroups import DAEMONIZE, cgroup_dirs_named, parent_scope
+from cgroup_helpers import DAEMONIZE, cgroup_dirs_named, parent_scope
 from helpers import alive, wait_until
 
 from worker_core import Config, EndReason, InvalidSpec, IOLimit, JobSpec, JobState, Limits

@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest_cgroups import force_remove_parent, require_root, unique_parent
+from cgroup_helpers import force_remove_parent, require_root, unique_parent
 from grpc_harness import RPC_TIMEOUT, Harness, running_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

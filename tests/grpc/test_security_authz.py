@@ -31,7 +31,7 @@ from grpc_harness import RPC_TIMEOUT, Harness, running_server, shell
 from worker_core._config import Config
 from worker_plugins.grpc_transport import worker_pb2 as pb
 
-POLICY = Path(__file__).resolve().parent.parent / "examples" / "policy.toml"
+POLICY = Path(__file__).resolve().parents[2] / "examples" / "policy.toml"
 
 
 @pytest.fixture(scope="module")

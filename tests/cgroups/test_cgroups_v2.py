@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
-from conftest_cgroups import V2_FILES, Held
+from cgroup_helpers import V2_FILES, Held
 from helpers import alive, wait_until
 
 from worker_core._model import ExitResult, Job

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest_cgroups import DAEMONIZE, Held, parent_scope, v1_mounts
+from cgroup_helpers import DAEMONIZE, Held, parent_scope, v1_mounts
 from helpers import alive, wait_until
 
 from worker_core import Config, InvalidSpec, IOLimit, Limits
