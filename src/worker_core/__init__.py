@@ -44,6 +44,7 @@ from ._model import (
     QueueReason,
 )
 from ._output import BOTH_STREAMS, Follower, StartAt, StartPosition, Stream
+from ._records import job_from_dict, job_to_dict
 
 if TYPE_CHECKING:
     from ._aio import AsyncEngine
@@ -95,4 +96,6 @@ __all__ = [
     "Stream",
     "WorkerError",
     "hookimpl",
+    "job_from_dict",
+    "job_to_dict",
 ]

@@ -21,6 +21,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -89,6 +90,16 @@ class Engine:
     @property
     def plugin_manager(self) -> pluggy.PluginManager:
         return self._pm
+
+    @property
+    def state_dir(self) -> Path | None:
+        """The directory of durable state (``[engine] state_dir``), or None if there is none.
+
+        Made (0700) and locked by :meth:`start` before the ``job_store`` and
+        ``output_store`` hooks fire: a store plugin keeps its files under it.
+        """
+        value = self._settings.state_dir
+        return None if value is None else self.config.resolve_path(value)
 
     def start(self) -> Engine:
         with self._lock:

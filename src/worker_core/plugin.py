@@ -68,6 +68,7 @@ from ._plugins import (
     parse_plugin_names,
     plugin_hooks,
 )
+from ._records import job_from_dict, job_to_dict
 from ._validation import DEFAULT_PATH
 
 if TYPE_CHECKING:
@@ -141,6 +142,8 @@ __all__ = [
     "config_reference",
     "hookimpl",
     "installed_plugins",
+    "job_from_dict",
+    "job_to_dict",
     "make_converter",
     "parse_plugin_names",
     "plugin_hooks",
