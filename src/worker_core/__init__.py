@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from ._config import Config, EngineSettings
 from ._errors import (
+    AmbiguousJobId,
     ConfigError,
     EngineClosed,
     FailedPrecondition,
@@ -65,6 +66,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "BOTH_STREAMS",
     "PROJECT_NAME",
+    "AmbiguousJobId",
     "AsyncEngine",
     "Config",
     "ConfigError",

@@ -9,8 +9,9 @@ A config file is TOML::
     parent = "worker"
 
 Each plugin reads its section in ``configure`` with :meth:`Config.section`, which
-structures it into the plugin's attrs class and reports errors as ``plugins.cgroups.parent:
-...`` so the user knows where to look.
+structures it into the plugin's attrs class. An error names where to look: for a file read
+by :meth:`Config.load`, its line and key (``server.toml:7: plugins.cgroups.parent: ...``);
+for a configuration built in code, the key (``... @ $.plugins.cgroups.parent``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import cattrs.v
 from cattrs.strategies import configure_union_passthrough
 
 from ._errors import ConfigError
+from ._toml_errors import TomlProblem, describe_toml_problems, toml_problems
 
 T = TypeVar("T")
 
@@ -80,7 +82,7 @@ class EngineSettings:
     output_linger: float = attrs.field(default=2.0, validator=_non_negative)
     #: Seconds to wait for the launcher to start or answer a spawn request.
     launcher_timeout: float = attrs.field(default=10.0, validator=_non_negative)
-    #: Finished jobs kept (records and output); past it the oldest are removed first.
+    #: Finished jobs kept (records and output); past it the oldest are removed. 0: no limit.
     max_finished_jobs: int = attrs.field(default=10_000, validator=_non_negative)
     #: Seconds a finished job is kept after it ended (default 30 days); 0 keeps them forever.
     max_finished_age: float = attrs.field(default=30 * 86400.0, validator=_non_negative)
@@ -105,6 +107,46 @@ def _format_error(prefix: str, exc: BaseException) -> str:
     return f"{exc} @ {prefix}"
 
 
+def _shown(path: Path) -> str:
+    """``path`` as a user would write it: relative to the current directory when under it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except (ValueError, OSError):  # elsewhere, or the current directory is gone
+        return str(path)
+
+
+def _file_problems(data: Mapping[str, Any]) -> list[TomlProblem]:
+    """Everything wrong with a config file's top level and ``[engine]``, all at once.
+
+    Plugin sections are only checked for shape here: each plugin validates its own in
+    ``configure`` (:meth:`Config.section`), when the engine starts.
+    """
+    problems = [
+        TomlProblem((key,), f"unknown key {key!r} (expected: engine, plugins)")
+        for key in sorted(set(data) - {"engine", "plugins"})
+    ]
+    engine = data.get("engine", {})
+    if not isinstance(engine, Mapping):
+        problems.append(TomlProblem(("engine",), "must be a table: [engine]"))
+    else:
+        try:
+            make_converter().structure(dict(engine), EngineSettings)
+        except Exception as exc:
+            problems += toml_problems(exc, engine, ("engine",))
+    plugins = data.get("plugins", {})
+    if not isinstance(plugins, Mapping):
+        problems.append(
+            TomlProblem(("plugins",), "must hold one table per plugin, e.g. [plugins.cgroups]")
+        )
+    else:
+        problems += [
+            TomlProblem(("plugins", name), f"must be a table: [plugins.{name}]")
+            for name, section in plugins.items()
+            if not isinstance(section, Mapping)
+        ]
+    return problems
+
+
 @attrs.frozen
 class Config:
     """Parsed configuration. ``plugins`` maps a plugin name to its raw (unvalidated) section."""
@@ -113,6 +155,8 @@ class Config:
     plugins: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     #: The file this configuration was read from, if any.
     source: Path | None = None
+    #: The text of that file as it was read, so an error can name the line of a key.
+    source_text: str | None = attrs.field(default=None, repr=False, eq=False)
 
     def resolve_path(self, value: str | Path) -> Path:
         """A path from the configuration: relative ones are relative to the config file's
@@ -123,11 +167,20 @@ class Config:
         return self.source.parent / path
 
     def section(self, plugin: str, cls: type[T]) -> T:
-        """Plugin ``plugin``'s section, structured into ``cls`` (defaults where absent)."""
+        """Plugin ``plugin``'s section, structured into ``cls`` (defaults where absent).
+
+        :class:`ConfigError` names every problem: with the file's line and key
+        (``server.toml:7: plugins.cgroups.default_pids_max: expected int, got str '1024'``)
+        for a configuration read by :meth:`load`, else as ``... @ $.plugins.cgroups.key``.
+        """
         raw = self.plugins.get(plugin, {})
         try:
             return make_converter().structure(dict(raw), cls)
         except Exception as exc:
+            if self.source is not None and self.source_text is not None:
+                problems = toml_problems(exc, raw, ("plugins", plugin))
+                message = describe_toml_problems(_shown(self.source), self.source_text, problems)
+                raise ConfigError(message) from exc
             raise ConfigError(_format_error(f"$.plugins.{plugin}", exc)) from exc
 
     @classmethod
@@ -150,18 +203,32 @@ class Config:
 
     @classmethod
     def load(cls, path: str | Path) -> Config:
-        """Read a TOML config file; errors name the file and the key."""
+        """Read a TOML config file.
+
+        :class:`ConfigError` names the file, and for a wrong key or value its line and key,
+        one line per problem (``server.toml:3: engine.stop_grace: expected float, got str
+        '10'``). Plugin sections are checked when the engine starts, the same way.
+        """
         path = Path(path)
         try:
-            data = tomllib.loads(path.read_text())
+            text = path.read_bytes().decode("utf-8")
         except FileNotFoundError as exc:
             raise ConfigError(f"{path}: no such config file") from exc
+        except OSError as exc:
+            raise ConfigError(
+                f"{path}: cannot read the config file: {exc.strerror or exc}"
+            ) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: the config file is not UTF-8 text: {exc}") from exc
+        try:
+            data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
-        try:
-            return attrs.evolve(cls.from_mapping(data), source=path.absolute())
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
+        source = path.absolute()
+        problems = _file_problems(data)
+        if problems:
+            raise ConfigError(describe_toml_problems(_shown(source), text, problems))
+        return attrs.evolve(cls.from_mapping(data), source=source, source_text=text)
 
 
 # ---------------------------------------------------------------------------------------------

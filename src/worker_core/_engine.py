@@ -18,7 +18,6 @@ import signal
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,17 +30,56 @@ from . import _plugins as plugin_loading
 from . import _validation as validation
 from ._aio import AsyncEngine
 from ._config import Config
-from ._errors import EngineClosed, InvalidSpec, JobNotFound, PermissionDenied, WorkerError
+from ._ending import Retention, end_reason, expired
+from ._errors import (
+    AmbiguousJobId,
+    EngineClosed,
+    FailedPrecondition,
+    InvalidSpec,
+    JobNotFound,
+    PermissionDenied,
+    PluginError,
+    ResourceExhausted,
+    WorkerError,
+)
+from ._jobstore import OUTPUT_BYTES_FACT, JobQuery, JobStore, StoreUnavailable
 from ._launcher import ExitReport, LauncherClient, LauncherDied, SpawnFailed
-from ._model import Action, EndReason, ExitResult, Job, JobSpec, JobState, Principal, transition
+from ._model import (
+    ACTIVE_STATES,
+    Action,
+    EndReason,
+    ExitResult,
+    Job,
+    JobSpec,
+    JobState,
+    Principal,
+    transition,
+)
 from ._output import BOTH_STREAMS, Chunk, Follower, OutputStore, StartAt, StartPosition, Stream
+from ._paging import decode_token, encode_token
 from ._plan import SpawnPlan
 from ._pump import OutputPump, enlarge_pipe
+from ._state_dir import StateDir
 from ._timers import TimerQueue
 from ._tracked import TrackedJob
 from ._watch import JobWatcher
 
 log = logging.getLogger("worker.engine")
+
+#: The fewest characters of a job id accepted as a prefix of it.
+MIN_ID_PREFIX = 4
+#: The most records one page of :meth:`Engine.list_page` holds.
+MAX_PAGE_SIZE = 1000
+#: Seconds between runs of retention (and retries of records the store could not commit).
+HOUSEKEEPING_INTERVAL = 30.0
+
+
+@attrs.frozen
+class JobPage:
+    """One page of a listing: newest first; ``next_page_token`` is "" on the last page."""
+
+    jobs: list[Job]
+    next_page_token: str
 
 
 class Engine:
@@ -70,8 +108,12 @@ class Engine:
         self.hooks = plugin_loading.Hooks(self._pm)
         self.hooks.configure(self, self.config)
         self._lock = threading.RLock()
-        self._jobs: OrderedDict[str, TrackedJob] = OrderedDict()
-        self._finished: OrderedDict[str, None] = OrderedDict()
+        # Jobs not yet ENDED (their live state); records of the rest live in the job store.
+        self._jobs: dict[str, TrackedJob] = {}
+        # Entries whose newest snapshot the store could not commit; retried by housekeeping.
+        self._unsaved: dict[str, TrackedJob] = {}
+        self._state_dir: StateDir | None = None
+        self._records: JobStore | None = None
         self._started = False
         self._closed = False
         self._launcher: LauncherClient | None = None
@@ -107,7 +149,11 @@ class Engine:
                 return self
             if self._closed:
                 raise EngineClosed("this engine was closed; create a new one")
-            self._store = self.hooks.output_store(self)
+            try:
+                self._open_stores()
+            except BaseException:
+                self._close_stores()
+                raise
             self._exit_is_cheap = not (
                 self._pm.hook.signal_job.get_hookimpls() or self._pm.hook.post_exit.get_hookimpls()
             )
@@ -119,11 +165,66 @@ class Engine:
             self._launcher = self._start_launcher()
             self._started = True
         try:
+            self._recover()
             self.hooks.startup(self)
         except BaseException:
             self.close()
             raise
+        self._housekeeping()
         return self
+
+    def _open_stores(self) -> None:
+        state_dir = self.state_dir
+        if state_dir is not None:
+            self._state_dir = StateDir.acquire(state_dir)
+        self._records = self.hooks.job_store(self)
+        if self._records is None:
+            raise PluginError("no job store: enable 'memory' (the default) or 'sqlite'")
+        self._store = self.hooks.output_store(self)
+
+    def _close_stores(self) -> None:
+        # The reference stays: a closed memory store still answers reads (a library user
+        # inspecting records after close); a durable one refuses them.
+        records = self._records
+        if records is not None:
+            try:
+                records.close()
+            except Exception:
+                log.exception("closing the job store failed")
+        if self._state_dir is not None:
+            self._state_dir.release()
+            self._state_dir = None
+
+    def _recover(self) -> None:
+        """End what an earlier run left unfinished: its processes died with it (the launcher
+        kills every job when the engine goes; the cgroups plugin removes leftovers)."""
+        records = self._job_store()
+        for job in records.unfinished():
+            if job.state in ACTIVE_STATES:
+                ended = transition(
+                    job,
+                    JobState.ENDED,
+                    end_reason=EndReason.LOST,
+                    message="the worker stopped while it ran; found at restart",
+                    ended_at=time.time(),
+                    queue_reason=None,
+                )
+            else:  # waiting jobs have not started: nothing ran, nothing was lost
+                ended = transition(
+                    job,
+                    JobState.ENDED,
+                    end_reason=EndReason.LOST,
+                    message="the worker stopped before it started; found at restart",
+                    ended_at=time.time(),
+                    queue_reason=None,
+                )
+            try:
+                records.update(ended)
+            except StoreUnavailable as exc:
+                raise ResourceExhausted(f"recovering job {job.id}: {exc}") from exc
+            if self._store is not None:
+                self._store.close(job.id)
+            log.warning("job %s: %s", job.id, ended.message)
 
     def __enter__(self) -> Engine:
         return self.start()
@@ -132,14 +233,17 @@ class Engine:
         self.close()
 
     def close(self, grace: float | None = None) -> None:
-        """Stop every job (SIGTERM, ``grace``, SIGKILL), fire ``shutdown``, release all."""
+        """Stop every job (SIGTERM, ``grace``, SIGKILL), fire ``shutdown``, release all.
+
+        Jobs still running end with reason ``shutdown``.
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             started = self._started
         if started:
-            self.stop_all(grace)
+            self._stop_every(grace, EndReason.SHUTDOWN)
         try:
             # Plugins configured resources at construction (a parent cgroup, a lock): release
             # them even when the engine never started.
@@ -147,6 +251,7 @@ class Engine:
         except Exception:
             log.exception("a shutdown hook failed")
         if not started:
+            self._close_stores()
             return
         if self._launcher is not None:
             self._launcher.shutdown()
@@ -159,6 +264,8 @@ class Engine:
         self._finalizer.shutdown(wait=True)
         self._pump.close()
         self._scheduler.close()
+        self._retry_unsaved()
+        self._close_stores()
 
     def _start_launcher(self) -> LauncherClient:
         return LauncherClient(
@@ -186,8 +293,9 @@ class Engine:
     # -------------------------------------------------------------------------------------
 
     def _publish(self, entry: TrackedJob, job: Job) -> None:
-        """Store a new snapshot and wake waiters. Call with ``entry.notifier`` held, then
-        :meth:`_fire_events` after releasing it."""
+        """Commit a new snapshot to the job store, then wake waiters. Call with
+        ``entry.notifier`` held, then :meth:`_fire_events` after releasing it."""
+        self._commit(entry, job)
         if job.state is not entry.job.state:
             entry.events.append((job, entry.job.state))
         entry.job = job
@@ -204,6 +312,73 @@ class Engine:
             self._publish(entry, job)
         self._fire_events(entry)
         return job
+
+    def _commit(self, entry: TrackedJob, job: Job) -> None:
+        """Write ``job`` to the store. If it cannot be written now, the engine goes on with the
+        snapshot in memory (the job must not stop because a disk is full) and housekeeping
+        writes the newest one once the store can commit again."""
+        try:
+            self._job_store().update(job)
+        except StoreUnavailable as exc:
+            with self._lock:
+                first = not self._unsaved
+                self._unsaved[job.id] = entry
+            if first:
+                log.error("job %s: the job store cannot commit (%s); retrying", job.id, exc)
+        else:
+            if self._unsaved:
+                with self._lock:
+                    self._unsaved.pop(job.id, None)
+
+    def _retry_unsaved(self) -> None:
+        with self._lock:
+            pending = list(self._unsaved.items())
+        for job_id, entry in pending:
+            try:
+                self._job_store().update(entry.job)
+            except StoreUnavailable:
+                return  # still failing; the next round tries again
+            with self._lock:
+                if self._unsaved.get(job_id) is entry:
+                    del self._unsaved[job_id]
+        if pending:
+            log.info("the job store commits again")
+
+    def _housekeeping(self) -> None:
+        """Retention, and records that could not be committed; every HOUSEKEEPING_INTERVAL."""
+        if self._closed or self._scheduler is None:
+            return
+        try:
+            self._retry_unsaved()
+            self.apply_retention()
+        except Exception:
+            log.exception("housekeeping failed")
+        self._scheduler.call_later(HOUSEKEEPING_INTERVAL, self._housekeeping)
+
+    def apply_retention(self) -> builtins.list[str]:
+        """Remove finished jobs past the configured age, count and output bounds (oldest
+        first; unfinished jobs never). Returns the ids removed. Runs by itself periodically."""
+        keep = Retention(
+            self._settings.max_finished_jobs,
+            self._settings.max_finished_age,
+            self._settings.max_finished_output_bytes,
+        )
+        doomed = expired(self._job_store().finished(), keep, time.time())
+        self._remove_records(doomed)
+        return doomed
+
+    def _remove_records(self, job_ids: Collection[str]) -> None:
+        if not job_ids:
+            return
+        self._job_store().remove(job_ids)
+        if self._store is not None:
+            for job_id in job_ids:
+                self._store.discard(job_id)
+
+    def _job_store(self) -> JobStore:
+        if self._records is None:
+            raise EngineClosed("the engine is not started, or it is closed")
+        return self._records
 
     def _fire_events(self, entry: TrackedJob) -> None:
         """Fire the entry's queued ``on_state_change`` events, in order, outside any lock.
@@ -228,23 +403,45 @@ class Engine:
     # submit
     # -------------------------------------------------------------------------------------
 
-    def submit(self, spec: JobSpec, principal: Principal | None = None) -> Job:
-        """Validate, authorize and start a job. Returns its record (RUNNING, or ENDED if it
-        failed to start). Bad input raises :class:`InvalidSpec` and leaves nothing behind."""
+    def submit(
+        self,
+        spec: JobSpec,
+        principal: Principal | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Validate, authorize, record and start a job. Returns its record (RUNNING, or ENDED
+        if it failed to start) once the record is committed to the job store. Bad input raises
+        :class:`InvalidSpec` and leaves nothing behind.
+
+        With ``idempotency_key``, a second submit with the same key by the same owner returns
+        the first job's current record and starts nothing (across restarts, with a durable
+        store).
+        """
         self._check_open()
         if not isinstance(spec, JobSpec):
             raise InvalidSpec("spec", f"must be a JobSpec, got {type(spec).__name__}")
         validation.check_strings(spec, self._settings.max_spec_bytes)
+        validation.check_labels(spec)
+        validation.check_idempotency_key(idempotency_key)
         cwd = validation.resolve_cwd(spec)
         executable = validation.resolve_command(spec, cwd)
         validation.check_claimed(spec, self.hooks.validate_spec(spec))
-        job = Job(id=uuid.uuid4().hex, owner=principal, spec=spec)
+        job = Job(id=uuid.uuid4().hex, owner=principal, spec=spec, idempotency_key=idempotency_key)
         if principal is not None and not self.hooks.authorize(principal, Action.SUBMIT, job):
             raise PermissionDenied(f"{principal.name!r} may not submit jobs")
         entry = TrackedJob(job)
         with self._lock:
             self._check_open()
+            try:
+                recorded = self._job_store().add(job)
+            except StoreUnavailable as exc:
+                raise ResourceExhausted(f"the job store cannot record the job: {exc}") from exc
+            if recorded.id != job.id:  # the same key was used before: that job, not a new one
+                existing = self._jobs.get(recorded.id)
+                return existing.job if existing is not None else recorded
             self._jobs[job.id] = entry
+        if self._store is not None:
+            self._store.open(job.id)
         with entry.notifier:
             entry.events.append((job, None))
         self._fire_events(entry)
@@ -429,30 +626,16 @@ class Engine:
         facts = {**result.facts, "oom_killed": result.oom_killed}
         if result.cpu_seconds is not None:
             facts.setdefault("cpu_seconds", round(result.cpu_seconds, 6))
-        if entry.start_error is not None:
-            reason, message = EndReason.FAILED_TO_START, entry.start_error
-        elif entry.lost is not None:
-            reason, message = EndReason.LOST, entry.lost
-        elif result.oom_killed and result.signal == signal.SIGKILL:
-            # Only when the job itself died of it: a grandchild's OOM kill is a fact, not the end.
-            reason, message = (
-                EndReason.OOM_KILLED,
-                "killed by the OOM killer (memory limit reached)",
-            )
-        elif entry.stop_reason is not None:
-            reason = entry.stop_reason
-            message = (
-                "stopped on request"
-                if reason is EndReason.STOPPED
-                else f"ran past its {job.spec.timeout:g}s time limit"
-            )
-        else:
-            reason = EndReason.EXITED
-            message = (
-                f"exited with code {result.exit_code}"
-                if result.exit_code is not None
-                else f"killed by signal {result.signal} ({_signal_name(result.signal)})"
-            )
+        facts[OUTPUT_BYTES_FACT] = sum(entry.offsets.values())
+        if entry.lost_bytes:
+            facts["output_lost_bytes"] = entry.lost_bytes
+        reason, message = end_reason(
+            result,
+            start_error=entry.start_error,
+            lost=entry.lost,
+            stop_reason=entry.stop_reason,
+            timeout=job.spec.timeout,
+        )
         ended = self._move(
             entry,
             JobState.ENDED,
@@ -462,31 +645,35 @@ class Engine:
             message=message,
             ended_at=time.time(),
             facts=facts,
+            queue_reason=None,
         )
+        if self._store is not None:
+            self._store.close(job.id)
         if ended is not None:
-            self._remember_finished(entry.job.id)
-
-    def _remember_finished(self, job_id: str) -> None:
-        with self._lock:
-            self._finished[job_id] = None
-            while len(self._finished) > self._settings.max_finished_jobs:
-                old, _ = self._finished.popitem(last=False)
-                self._jobs.pop(old, None)
-                if self._store is not None:
-                    self._store.discard(old)
+            with self._lock:
+                self._jobs.pop(job.id, None)
 
     # -------------------------------------------------------------------------------------
     # output
     # -------------------------------------------------------------------------------------
 
     def _on_output_data(self, job_id: str, stream: Stream, data: bytes) -> None:
-        """Output thread: one read from a job's pipe."""
+        """Output thread: one read from a job's pipe. The store keeps it, then observers see it."""
         entry = self._jobs.get(job_id)
         if entry is None:
             return
         offset = entry.offsets[stream]
         entry.offsets[stream] = offset + len(data)
-        for exc in self.hooks.on_output(entry.job, Chunk(job_id, stream, offset, data)):
+        chunk = Chunk(job_id, stream, offset, data)
+        if self._store is not None:
+            try:
+                lost = self._store.append(chunk)
+            except Exception:
+                log.exception("job %s: the output store failed to keep %d bytes", job_id, len(data))
+                lost = len(data)
+            if lost:
+                entry.lost_bytes += lost
+        for exc in self.hooks.on_output(entry.job, chunk):
             log.error("job %s: an on_output hook failed: %r", job_id, exc)
 
     def follow(
@@ -498,7 +685,7 @@ class Engine:
     ) -> Follower:
         """A follower of the job's output from ``start``; it ends when the job has ended and
         everything was read."""
-        self._readable(job_id, principal)
+        job_id = self._readable(job_id, principal)[0].id
         streams = frozenset(streams)
         if not streams:
             raise InvalidSpec("streams", "choose stdout, stderr or both")
@@ -514,7 +701,7 @@ class Engine:
         self, job_id: str, stream: Stream = Stream.STDOUT, principal: Principal | None = None
     ) -> bytes:
         """Everything the job has written to ``stream`` so far."""
-        self._readable(job_id, principal)
+        job_id = self._readable(job_id, principal)[0].id
         follower = self._output_store().follow(job_id, frozenset({stream}), StartAt.BEGINNING)
         parts: list[bytes] = []
         try:
@@ -533,7 +720,7 @@ class Engine:
 
     def output_size(self, job_id: str, principal: Principal | None = None) -> dict[Stream, int]:
         """Bytes the job has written so far to each stream."""
-        self._readable(job_id, principal)
+        job_id = self._readable(job_id, principal)[0].id
         return dict(self._output_store().size(job_id))
 
     def _output_store(self) -> OutputStore:
@@ -547,45 +734,143 @@ class Engine:
     # reading records
     # -------------------------------------------------------------------------------------
 
-    def _entry(self, job_id: str) -> TrackedJob:
-        entry = self._jobs.get(job_id) if isinstance(job_id, str) else None
-        if entry is None:
+    def _record(self, job_id: str) -> tuple[Job, TrackedJob | None]:
+        """The newest record of ``job_id`` (a full id or a unique prefix) and its live entry
+        (None once it has ended)."""
+        if not isinstance(job_id, str):
             raise JobNotFound(str(job_id))
-        return entry
+        entry = self._jobs.get(job_id)
+        if entry is not None:
+            return entry.job, entry
+        job = self._job_store().get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        entry = self._jobs.get(job_id)  # it may have ended (and left _jobs) meanwhile
+        return (entry.job, entry) if entry is not None else (job, None)
 
-    def _readable(self, job_id: str, principal: Principal | None) -> TrackedJob:
-        entry = self._entry(job_id)
-        if principal is not None and not self.hooks.authorize(principal, Action.READ, entry.job):
+    def resolve_id(self, job_id: str, principal: Principal | None = None) -> str:
+        """The full id of the job ``job_id`` names: itself, or the one job it is a prefix of
+        among those ``principal`` may read. :class:`AmbiguousJobId` lists the candidates."""
+        if not isinstance(job_id, str) or not job_id:
+            raise JobNotFound(str(job_id))
+        if job_id in self._jobs or len(job_id) >= 32:
+            return job_id
+        if not all(c in "0123456789abcdef" for c in job_id):
+            raise JobNotFound(job_id)
+        if len(job_id) < MIN_ID_PREFIX:
+            raise InvalidSpec(
+                "job_id", f"a job id prefix needs at least {MIN_ID_PREFIX} characters"
+            )
+        candidates = [
+            found
+            for found in self._job_store().ids_with_prefix(job_id, 50)
+            if principal is None or self._may_read(principal, found)
+        ]
+        if not candidates:
+            raise JobNotFound(job_id)
+        if len(candidates) > 1:
+            raise AmbiguousJobId(job_id, sorted(candidates)[:10])
+        return candidates[0]
+
+    def _may_read(self, principal: Principal, job_id: str) -> bool:
+        try:
+            job, _ = self._record(job_id)
+        except JobNotFound:
+            return False
+        return self.hooks.authorize(principal, Action.READ, job)
+
+    def _readable(self, job_id: str, principal: Principal | None) -> tuple[Job, TrackedJob | None]:
+        job_id = self.resolve_id(job_id, principal)
+        job, entry = self._record(job_id)
+        if principal is not None and not self.hooks.authorize(principal, Action.READ, job):
             raise JobNotFound(job_id)  # not PERMISSION_DENIED: ids cannot be probed
-        return entry
+        return job, entry
+
+    def _readable_entry(self, job_id: str, principal: Principal | None) -> TrackedJob:
+        """A live entry to wait on; for a job that has ended, a finished stand-in."""
+        job, entry = self._readable(job_id, principal)
+        return entry if entry is not None else TrackedJob(job)
 
     def get(self, job_id: str, principal: Principal | None = None) -> Job:
-        return self._readable(job_id, principal).job
+        """The job's newest record. ``job_id`` may be a unique prefix of at least
+        :data:`MIN_ID_PREFIX` characters."""
+        return self._readable(job_id, principal)[0]
 
     def list(
         self,
         principal: Principal | None = None,
         states: Collection[JobState] | None = None,
         owner: str | None = None,
-    ) -> list[Job]:
-        """Jobs in submission order, only those ``principal`` may read."""
-        with self._lock:
-            jobs = [entry.job for entry in self._jobs.values()]
-        if states:
-            jobs = [job for job in jobs if job.state in states]
-        if owner is not None:
-            jobs = [job for job in jobs if job.owner_name == owner]
-        if principal is not None:
-            if not self.hooks.authorize(principal, Action.READ, None):
-                return []
-            jobs = [job for job in jobs if self.hooks.authorize(principal, Action.READ, job)]
+    ) -> builtins.list[Job]:
+        """Every job ``principal`` may read, in submission order (all pages of
+        :meth:`list_page`: prefer that for large histories)."""
+        jobs: builtins.list[Job] = []
+        token = ""
+        while True:
+            page = self.list_page(
+                JobQuery(states=frozenset(states or ()), owner=owner),
+                principal=principal,
+                page_size=MAX_PAGE_SIZE,
+                page_token=token,
+            )
+            jobs.extend(page.jobs)
+            token = page.next_page_token
+            if not token:
+                break
+        jobs.reverse()
         return jobs
+
+    def list_page(
+        self,
+        query: JobQuery | None = None,
+        principal: Principal | None = None,
+        page_size: int = 100,
+        page_token: str = "",
+    ) -> JobPage:
+        """One page of the jobs matching ``query`` that ``principal`` may read, newest first.
+
+        Pass the returned ``next_page_token`` to get the next page; jobs submitted meanwhile
+        never appear in later pages, so none is skipped or repeated. A page may hold fewer
+        than ``page_size`` jobs when most records scanned were not readable.
+        """
+        query = query or JobQuery()
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 0:
+            raise InvalidSpec("page_size", f"must be a non-negative integer, got {page_size!r}")
+        size = min(page_size or 100, MAX_PAGE_SIZE)
+        before = decode_token(page_token) if page_token else None
+        if principal is not None and not self.hooks.authorize(principal, Action.READ, None):
+            return JobPage([], "")
+        jobs: builtins.list[Job] = []
+        scanned = 0
+        exhausted = False
+        # Bounded work per call: at most ten pages' worth of records are looked at.
+        while len(jobs) < size and scanned < 10 * size:
+            want = size - len(jobs)
+            batch = self._job_store().query(attrs.evolve(query, before_seq=before, limit=want))
+            for stored in batch:
+                before = stored.seq
+                scanned += 1
+                job = stored.job
+                live = self._jobs.get(job.id)
+                if live is not None:
+                    job = live.job
+                if principal is None or self.hooks.authorize(principal, Action.READ, job):
+                    jobs.append(job)
+            if len(batch) < want:
+                exhausted = True
+                break
+        more = (
+            not exhausted
+            and before is not None
+            and bool(self._job_store().query(attrs.evolve(query, before_seq=before, limit=1)))
+        )
+        return JobPage(jobs, encode_token(before) if more and before is not None else "")
 
     def wait(
         self, job_id: str, timeout: float | None = None, principal: Principal | None = None
     ) -> Job:
         """Block until the job has ended or ``timeout`` passed; return its latest record."""
-        entry = self._readable(job_id, principal)
+        entry = self._readable_entry(job_id, principal)
         self._wait_entry(entry, timeout)
         return entry.job
 
@@ -594,7 +879,7 @@ class Engine:
 
     def watch(self, job_id: str, principal: Principal | None = None) -> JobWatcher:
         """Every new record of the job, from the current one until it has ENDED."""
-        return JobWatcher(self._readable(job_id, principal))
+        return JobWatcher(self._readable_entry(job_id, principal))
 
     # -------------------------------------------------------------------------------------
     # stop
@@ -626,9 +911,10 @@ class Engine:
     def _begin_stop(
         self, job_id: str, principal: Principal | None, grace: float | None, force: bool
     ) -> tuple[TrackedJob, float]:
-        entry = self._readable(job_id, principal)
-        if principal is not None and not self.hooks.authorize(principal, Action.STOP, entry.job):
-            raise PermissionDenied(f"{principal.name!r} may not stop job {job_id}")
+        job, live = self._readable(job_id, principal)
+        if principal is not None and not self.hooks.authorize(principal, Action.STOP, job):
+            raise PermissionDenied(f"{principal.name!r} may not stop job {job.id}")
+        entry = live if live is not None else TrackedJob(job)
         if grace is None:
             grace = self._settings.stop_grace
         if not (math.isfinite(grace) and grace >= 0):
@@ -698,16 +984,70 @@ class Engine:
 
     def stop_all(self, grace: float | None = None) -> builtins.list[Job]:
         """Stop every unfinished job at once and wait for them all (bounded)."""
+        return self._stop_every(grace, EndReason.STOPPED)
+
+    def _stop_every(self, grace: float | None, reason: EndReason) -> builtins.list[Job]:
         if grace is None:
             grace = self._settings.stop_grace
         with self._lock:
             entries = [e for e in self._jobs.values() if not e.job.is_finished]
         for entry in entries:
-            self._request_stop(entry, EndReason.STOPPED, grace, force=False)
+            self._request_stop(entry, reason, grace, force=False)
         deadline = time.monotonic() + self._stop_wait(grace)
         for entry in entries:
             self._wait_entry(entry, max(0.0, deadline - time.monotonic()))
         return [entry.job for entry in entries]
+
+    # -------------------------------------------------------------------------------------
+    # purge
+    # -------------------------------------------------------------------------------------
+
+    def purge(
+        self, job_ids: Sequence[str], principal: Principal | None = None
+    ) -> builtins.list[str]:
+        """Remove finished jobs' records and output; returns the full ids removed.
+
+        All or nothing: an unknown or unreadable id is :class:`JobNotFound`, a job not yet
+        ended :class:`FailedPrecondition`, one the caller may not purge
+        :class:`PermissionDenied`, and then nothing is removed.
+        """
+        self._check_open()
+        doomed: builtins.list[str] = []
+        for given in job_ids:
+            job, _ = self._readable(given, principal)
+            if not job.is_finished:
+                raise FailedPrecondition(
+                    f"job {job.id} is {job.state.value}: stop it before purging it"
+                )
+            if principal is not None and not self.hooks.authorize(principal, Action.PURGE, job):
+                raise PermissionDenied(f"{principal.name!r} may not purge job {job.id}")
+            if job.id not in doomed:
+                doomed.append(job.id)
+        self._remove_records(doomed)
+        return doomed
+
+    def purge_matching(
+        self, query: JobQuery, principal: Principal | None = None
+    ) -> builtins.list[str]:
+        """Remove every finished job matching ``query`` that ``principal`` may purge."""
+        self._check_open()
+        query = attrs.evolve(query, states=frozenset({JobState.ENDED}))
+        doomed: builtins.list[str] = []
+        before: int | None = None
+        while True:
+            batch = self._job_store().query(attrs.evolve(query, before_seq=before, limit=500))
+            for stored in batch:
+                before = stored.seq
+                job = stored.job
+                if principal is None or (
+                    self.hooks.authorize(principal, Action.READ, job)
+                    and self.hooks.authorize(principal, Action.PURGE, job)
+                ):
+                    doomed.append(job.id)
+            if len(batch) < 500:
+                break
+        self._remove_records(doomed)
+        return doomed
 
 
 def _kill_orphaned(pidfd: int, pid: int) -> None:
@@ -719,13 +1059,4 @@ def _kill_orphaned(pidfd: int, pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def _signal_name(signum: int | None) -> str:
-    if signum is None:
-        return "?"
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return str(signum)
-
-
-__all__ = ["AsyncEngine", "Engine", "JobWatcher"]
+__all__ = ["AsyncEngine", "Engine", "JobPage", "JobWatcher"]

@@ -31,6 +31,15 @@ class JobNotFound(WorkerError, LookupError):
         self.job_id = job_id
 
 
+class AmbiguousJobId(InvalidSpec):
+    """A job id prefix matches several jobs the caller may read."""
+
+    def __init__(self, prefix: str, candidates: list[str]) -> None:
+        super().__init__("job_id", f"{prefix!r} matches several jobs: {', '.join(candidates)}")
+        self.prefix = prefix
+        self.candidates = candidates
+
+
 class PermissionDenied(WorkerError):
     """The principal may not perform the action."""
 

@@ -32,6 +32,7 @@ class TrackedJob:
     kill_timer: Timer | None = None
     other_timers: list[Timer] = attrs.Factory(list)
     offsets: dict[Stream, int] = attrs.Factory(lambda: {Stream.STDOUT: 0, Stream.STDERR: 0})
+    lost_bytes: int = 0  # output the store could not keep (output thread only)
     # on_state_change events not yet delivered, and whether a thread is delivering them.
     events: deque[tuple[Job, JobState | None]] = attrs.Factory(deque)
     firing: bool = False

@@ -8,6 +8,7 @@ and no field set that no enabled plugin enforces.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterable
 
@@ -62,6 +63,43 @@ def check_strings(spec: JobSpec, max_bytes: int) -> None:
             "args",
             f"command, arguments and environment take {total} bytes; the limit is {max_bytes}",
         )
+
+
+#: A label key: letters, digits and ``._-/``, starting with a letter or digit (as Kubernetes').
+LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
+MAX_LABELS = 32
+MAX_LABEL_VALUE = 256
+MAX_NAME = 256
+MAX_IDEMPOTENCY_KEY = 128
+
+
+def _printable(field: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        raise InvalidSpec(field, f"must be at most {limit} characters, got {len(value)}")
+    if not value.isprintable():
+        raise InvalidSpec(field, "must not contain control characters")
+
+
+def check_labels(spec: JobSpec) -> None:
+    """The job's name and labels: short, printable, label keys of a fixed syntax."""
+    _printable("name", spec.name, MAX_NAME)
+    if len(spec.labels) > MAX_LABELS:
+        raise InvalidSpec("labels", f"at most {MAX_LABELS} labels, got {len(spec.labels)}")
+    for key, value in spec.labels.items():
+        if not LABEL_KEY.fullmatch(key):
+            raise InvalidSpec(
+                f"labels[{key!r}]",
+                "a label key is 1-63 letters, digits or ._-/ starting with a letter or digit",
+            )
+        _printable(f"labels[{key!r}]", value, MAX_LABEL_VALUE)
+
+
+def check_idempotency_key(key: str | None) -> None:
+    if key is None:
+        return
+    if not isinstance(key, str) or not key:
+        raise InvalidSpec("idempotency_key", "must be a non-empty string")
+    _printable("idempotency_key", key, MAX_IDEMPOTENCY_KEY)
 
 
 def job_path(spec: JobSpec) -> str:

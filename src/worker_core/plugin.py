@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from . import _allocator
 from ._config import Config, EngineSettings, make_converter
 from ._errors import (
+    AmbiguousJobId,
     ConfigError,
     EngineClosed,
     FailedPrecondition,
@@ -69,6 +70,7 @@ from ._plugins import (
     plugin_hooks,
 )
 from ._records import job_from_dict, job_to_dict
+from ._toml_errors import TomlProblem, describe_toml_problems, toml_problems
 from ._validation import DEFAULT_PATH
 
 if TYPE_CHECKING:
@@ -101,6 +103,7 @@ __all__ = [
     "PROJECT_NAME",
     "WAITING_STATES",
     "Action",
+    "AmbiguousJobId",
     "Chunk",
     "Config",
     "ConfigError",
@@ -138,8 +141,10 @@ __all__ = [
     "StoreUnavailable",
     "StoredJob",
     "Stream",
+    "TomlProblem",
     "WorkerError",
     "config_reference",
+    "describe_toml_problems",
     "hookimpl",
     "installed_plugins",
     "job_from_dict",
@@ -149,5 +154,6 @@ __all__ = [
     "plugin_hooks",
     "release_free_memory_soon",
     "release_if_free_above",
+    "toml_problems",
     "tune_allocator_for_streaming",
 ]

@@ -198,9 +198,9 @@ def test_a_job_killed_by_a_signal_nobody_here_sent_ends_exited_with_that_signal(
     assert "SIGKILL" in ended.message
 
 
-def test_close_stops_every_running_job_and_leaves_no_process() -> None:
+def test_close_stops_every_running_job_with_reason_shutdown_and_leaves_no_process() -> None:
     with running_engine(stop_grace=0.5) as engine:
         jobs = [engine.submit(JobSpec("/bin/sleep", args=["30"])) for _ in range(5)]
     pids = [j.pid for j in jobs]
     assert all(wait_dead(pid, 2) for pid in pids)  # type: ignore[arg-type]
-    assert all(engine.get(j.id).end_reason is EndReason.STOPPED for j in jobs)
+    assert all(engine.get(j.id).end_reason is EndReason.SHUTDOWN for j in jobs)

@@ -1,4 +1,8 @@
-"""The job model: the one-way state machine and the validators on specs and limits."""
+"""The job model: the state machine and the validators on specs and limits.
+
+States move forward, except the two pairs a user moves back and forth on purpose: a held job
+is released to the queue (and a queued one may be held), a paused job resumes.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,15 @@ from worker_core import IllegalTransition, InvalidSpec, Job, JobSpec, JobState, 
 from worker_core._model import ALLOWED_TRANSITIONS, IOLimit, Isolation, transition
 
 FORWARD = {
+    (JobState.QUEUED, JobState.HELD),
+    (JobState.QUEUED, JobState.PENDING),
+    (JobState.QUEUED, JobState.ENDED),  # stopped, or a dependency failed: it never runs
+    (JobState.HELD, JobState.QUEUED),  # released
+    (JobState.HELD, JobState.ENDED),
+    (JobState.RUNNING, JobState.PAUSED),
+    (JobState.PAUSED, JobState.RUNNING),  # resumed
+    (JobState.PAUSED, JobState.STOPPING),
+    (JobState.PAUSED, JobState.ENDED),
     (JobState.PENDING, JobState.RUNNING),
     (JobState.PENDING, JobState.STOPPING),
     (JobState.PENDING, JobState.ENDED),
@@ -24,7 +37,7 @@ def job_in(state: JobState) -> Job:
     return Job(id="j", owner=None, spec=JobSpec("/bin/true"), state=state)
 
 
-def test_allowed_transitions_are_exactly_the_forward_moves() -> None:
+def test_allowed_transitions_are_exactly_the_listed_moves() -> None:
     allowed = {(a, b) for a, targets in ALLOWED_TRANSITIONS.items() for b in targets}
     assert allowed == FORWARD
 
@@ -43,7 +56,7 @@ def test_a_forward_transition_returns_a_new_snapshot_with_the_changes(
     ("before", "after"),
     sorted(set(itertools.product(JobState, JobState)) - FORWARD, key=str),
 )
-def test_backward_sideways_and_repeated_transitions_raise_illegal_transition(
+def test_every_other_transition_raises_illegal_transition(
     before: JobState, after: JobState
 ) -> None:
     with pytest.raises(IllegalTransition, match=f"{before.value} -> {after.value}"):

@@ -1,4 +1,4 @@
-"""The memory broker's per-job cap: bounded memory, a follower that keeps up loses nothing,
+"""The memory output store's per-job cap: bounded memory, a follower that keeps up loses nothing,
 and one that falls further behind than the cap continues from the oldest kept chunk, with the
 gap visible in the offsets."""
 
@@ -55,7 +55,7 @@ def test_overall_budget_drops_the_output_of_the_longest_finished_jobs_first() ->
             job = engine.submit(JobSpec(sys.executable, args=["-c", writer]))
             assert engine.wait(job.id, 10).exit_code == 0
             jobs.append(job.id)
-        store = engine.plugin_manager.get_plugin("memory")
+        store = engine.plugin_manager.get_plugin("memory").output
         assert store.kept_bytes() <= 3 << 20
         kept = [len(engine.output(job_id)) for job_id in jobs]
         assert kept[-1] == 1 << 20, "the newest output is kept"
@@ -64,26 +64,23 @@ def test_overall_budget_drops_the_output_of_the_longest_finished_jobs_first() ->
 
 
 _DISCARD_SCRIPT = """
-from worker_core.plugin import Chunk, Job, JobSpec, JobState, Stream
-from worker_plugins import memory_store as broker_module
+from worker_core.plugin import Chunk, Stream
+from worker_plugins.memory import output as store_module
 
 if sys.argv[1] == "never-release":
-    broker_module.RELEASE_AFTER_BYTES = 1 << 62
+    store_module.RELEASE_AFTER_BYTES = 1 << 62
 
-broker = broker_module.MemoryOutputStore()
-spec = JobSpec("/bin/true")
-big, small = Job(id="big", owner=None, spec=spec), Job(id="small", owner=None, spec=spec)
-for job in (big, small):
-    broker.on_state_change(job, None)
+store = store_module.MemoryOutputStore()
+for job_id in ("big", "small"):
+    store.open(job_id)
 size = 64 << 10
 for i in range(1600):  # 100 MiB for "big", interleaved with a chunk of "small" that stays
     piece = bytes([i % 256]) * size  # a new buffer each time, as every pipe read is
-    broker.on_output(big, Chunk("big", Stream.STDOUT, i * size, piece))
-    broker.on_output(small, Chunk("small", Stream.STDOUT, i * 100, b"y" * 100))
+    store.append(Chunk("big", Stream.STDOUT, i * size, piece))
+    store.append(Chunk("small", Stream.STDOUT, i * 100, b"y" * 100))
 peak = rss_mib()
-ended = Job(id="big", owner=None, spec=spec, state=JobState.ENDED)
-broker.on_state_change(ended, JobState.RUNNING)
-broker.discard("big")
+store.close("big")
+store.discard("big")
 # The release runs on a background thread: give it a bounded while.
 deadline = time.monotonic() + (10 if sys.argv[1] == "default" else 1)
 while rss_mib() > peak - 80 and time.monotonic() < deadline:
@@ -101,7 +98,7 @@ def _rss_around_a_discard(mode: str) -> tuple[int, int]:
 def test_a_discarded_jobs_output_goes_back_to_the_kernel() -> None:
     # With the allocator tuned as `worker serve` tunes it, memory freed between live
     # buffers (here the small job's chunks) stays with the process until released: the
-    # broker releases it after dropping 64 MiB or more. The control run shows the release
+    # store releases it after dropping 64 MiB or more. The control run shows the release
     # is what returns it.
     peak, after = _rss_around_a_discard("default")
     assert peak >= 100

@@ -1,4 +1,4 @@
-"""The in-memory output broker (plugin ``memory``, loaded by default).
+"""The in-memory output store (part of the ``memory`` plugin, loaded by default).
 
 An append-only log of chunks per job. A follower is an index into that log plus the streams
 it wants, so any number of followers cost the job nothing: appending never waits for a
@@ -23,14 +23,10 @@ import attrs
 
 from worker_core.plugin import (
     Chunk,
-    Config,
-    Job,
-    JobState,
     Notifier,
     StartAt,
     StartPosition,
     Stream,
-    hookimpl,
     release_free_memory_soon,
 )
 
@@ -49,7 +45,7 @@ def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> 
 
 
 @attrs.frozen
-class MemoryBrokerConfig:
+class MemoryOutputConfig:
     #: Bytes of output kept per job; the oldest chunks are dropped past it.
     max_bytes_per_job: int = attrs.field(default=256 << 20, validator=_positive)
     #: Bytes of output kept for all jobs; finished jobs' output is dropped past it, oldest first.
@@ -75,20 +71,22 @@ class JobLog:
     def end(self) -> int:
         return self.first + len(self.chunks)
 
-    def append(self, chunk: Chunk) -> int:
-        """Add a chunk; return the change in bytes kept."""
+    def append(self, chunk: Chunk) -> tuple[int, int]:
+        """Add a chunk; return the change in bytes kept and the bytes dropped for room."""
         with self.notifier:
             before = self.kept_bytes
             self.chunks.append(chunk)
             self.kept_bytes += len(chunk.data)
             self.sizes[chunk.stream] = chunk.end
+            dropped_bytes = 0
             # Keep at least the newest chunk, however large, so live followers lose nothing.
             while self.kept_bytes > self.max_bytes and len(self.chunks) > 1:
                 dropped = self.chunks.popleft()
                 self.kept_bytes -= len(dropped.data)
+                dropped_bytes += len(dropped.data)
                 self.first += 1
             self.notifier.notify_all()
-            return self.kept_bytes - before
+            return self.kept_bytes - before, dropped_bytes
 
     def drop_all(self) -> int:
         """Drop every chunk (the sizes stay); return the bytes freed."""
@@ -181,15 +179,13 @@ class LogFollower:
 class MemoryOutputStore:
     """Keeps every job's output in memory and serves followers from it."""
 
-    config_class = MemoryBrokerConfig
-
     def __init__(self) -> None:
         self._logs: dict[str, JobLog] = {}
         self._lock = threading.Lock()
         self._total = 0  # bytes kept across all logs
         self._finished: OrderedDict[str, None] = OrderedDict()  # ended jobs, in order of ending
         self._freed = 0  # bytes of output dropped since memory was last released
-        self.config = MemoryBrokerConfig()
+        self.config = MemoryOutputConfig()
 
     def _log(self, job_id: str) -> JobLog:
         with self._lock:
@@ -198,28 +194,21 @@ class MemoryOutputStore:
                 log = self._logs[job_id] = JobLog(self.config.max_bytes_per_job)
             return log
 
-    # hooks -------------------------------------------------------------------------------
+    def configure(self, config: MemoryOutputConfig) -> None:
+        self.config = config
 
-    @hookimpl
-    def configure(self, config: Config) -> None:
-        self.config = config.section("memory", MemoryBrokerConfig)
+    # OutputStore -------------------------------------------------------------------------
 
-    @hookimpl
-    def output_store(self) -> MemoryOutputStore:
-        return self
+    def open(self, job_id: str) -> None:
+        self._log(job_id)
 
-    @hookimpl
-    def on_state_change(self, job: Job, previous: JobState | None) -> None:
-        if previous is None:
-            self._log(job.id)
-        elif job.state is JobState.ENDED:
-            self._log(job.id).close()
-            with self._lock:
-                self._finished[job.id] = None
+    def close(self, job_id: str) -> None:
+        self._log(job_id).close()
+        with self._lock:
+            self._finished[job_id] = None
 
-    @hookimpl
-    def on_output(self, job: Job, chunk: Chunk) -> None:
-        added = self._log(job.id).append(chunk)
+    def append(self, chunk: Chunk) -> int:
+        added, lost = self._log(chunk.job_id).append(chunk)
         with self._lock:
             self._total += added
             # Over the overall budget: the output of the longest-finished jobs goes first.
@@ -231,6 +220,7 @@ class MemoryOutputStore:
             release = self._release_due()
         if release:
             release_free_memory_soon()  # trimming takes milliseconds: not here
+        return lost
 
     # OutputStore -------------------------------------------------------------------------
 
@@ -270,4 +260,4 @@ class MemoryOutputStore:
             return self._total
 
 
-__all__ = ["JobLog", "LogFollower", "MemoryBrokerConfig", "MemoryOutputStore"]
+__all__ = ["JobLog", "LogFollower", "MemoryOutputConfig", "MemoryOutputStore"]

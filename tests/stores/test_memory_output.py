@@ -1,4 +1,4 @@
-"""The in-memory output broker on its own: a log per job, followers as positions in it."""
+"""The in-memory output store on its own: a log per job, followers as positions in it."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker_core.plugin import Chunk, Config, Job, JobSpec, JobState, StartAt, Stream
-from worker_plugins.memory_store import MAX_READ_BYTES, JobLog, LogFollower, MemoryOutputStore
+from worker_core.plugin import Chunk, Config, StartAt, Stream
+from worker_plugins.memory.output import MAX_READ_BYTES, JobLog, LogFollower
+from worker_plugins.memory.plugin import MemoryPlugin
 
 BOTH = frozenset(Stream)
 OUT, ERR = Stream.STDOUT, Stream.STDERR
@@ -152,22 +153,28 @@ def test_resuming_from_any_offsets_gives_exactly_the_rest_of_each_stream(
     ]
 
 
-def test_the_broker_opens_a_log_on_submit_and_closes_it_when_the_job_ends() -> None:
-    broker = MemoryOutputStore()
-    broker.configure(Config.from_mapping({"plugins": {"memory": {"max_bytes_per_job": 64}}}))
-    assert broker.config.max_bytes_per_job == 64
-    job = Job(id="j", owner=None, spec=JobSpec("/bin/true"))
-    broker.on_state_change(job, None)
-    follower = broker.follow("j", BOTH, StartAt.BEGINNING)
-    broker.on_output(job, Chunk("j", OUT, 0, b"hi"))
-    broker.on_state_change(Job(id="j", owner=None, spec=job.spec, state=JobState.RUNNING), None)
-    assert broker.size("j") == {OUT: 2, ERR: 0}
-    broker.on_state_change(
-        Job(id="j", owner=None, spec=job.spec, state=JobState.ENDED), JobState.RUNNING
-    )
+def test_the_store_opens_a_log_keeps_chunks_and_ends_followers_when_closed() -> None:
+    plugin = MemoryPlugin()
+    plugin.configure(Config.from_mapping({"plugins": {"memory": {"max_bytes_per_job": 64}}}))
+    store = plugin.output
+    assert store.config.max_bytes_per_job == 64
+    store.open("j")
+    follower = store.follow("j", BOTH, StartAt.BEGINNING)
+    assert store.append(Chunk("j", OUT, 0, b"hi")) == 0, "nothing lost"
+    assert store.size("j") == {OUT: 2, ERR: 0}
+    store.close("j")
     assert data(read_all(follower), OUT) == b"hi"
-    broker.discard("j")
-    assert broker.size("j") == {OUT: 0, ERR: 0}, "a discarded job's output is gone"
+    store.discard("j")
+    assert store.size("j") == {OUT: 0, ERR: 0}, "a discarded job's output is gone"
+
+
+def test_append_reports_the_bytes_dropped_past_the_per_job_cap() -> None:
+    plugin = MemoryPlugin()
+    plugin.configure(Config.from_mapping({"plugins": {"memory": {"max_bytes_per_job": 10}}}))
+    store = plugin.output
+    store.open("j")
+    assert store.append(Chunk("j", OUT, 0, b"x" * 8)) == 0
+    assert store.append(Chunk("j", OUT, 8, b"y" * 8)) == 8, "the oldest chunk made room"
 
 
 def test_closing_a_follower_ends_it_and_wakes_a_blocked_reader() -> None:
