@@ -10,6 +10,7 @@ certificate. A job the caller may not read is reported as NOT_FOUND.
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -23,6 +24,33 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _DependencyKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DependencyKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DependencyKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DEPENDENCY_KIND_UNSPECIFIED: _DependencyKind.ValueType  # 0
+    """as OK"""
+    DEPENDENCY_KIND_OK: _DependencyKind.ValueType  # 1
+    """the job exited with code 0 (Slurm's afterok)"""
+    DEPENDENCY_KIND_ANY: _DependencyKind.ValueType  # 2
+    """the job ended, whatever the outcome (afterany)"""
+    DEPENDENCY_KIND_FAILED: _DependencyKind.ValueType  # 3
+    """the job ended unsuccessfully (afternotok)"""
+
+class DependencyKind(_DependencyKind, metaclass=_DependencyKindEnumTypeWrapper): ...
+
+DEPENDENCY_KIND_UNSPECIFIED: DependencyKind.ValueType  # 0
+"""as OK"""
+DEPENDENCY_KIND_OK: DependencyKind.ValueType  # 1
+"""the job exited with code 0 (Slurm's afterok)"""
+DEPENDENCY_KIND_ANY: DependencyKind.ValueType  # 2
+"""the job ended, whatever the outcome (afterany)"""
+DEPENDENCY_KIND_FAILED: DependencyKind.ValueType  # 3
+"""the job ended unsuccessfully (afternotok)"""
+Global___DependencyKind: _TypeAlias = DependencyKind  # noqa: Y015
+
 class _JobState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -34,6 +62,12 @@ class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.Val
     JOB_STATE_RUNNING: _JobState.ValueType  # 2
     JOB_STATE_STOPPING: _JobState.ValueType  # 3
     JOB_STATE_ENDED: _JobState.ValueType  # 4
+    JOB_STATE_QUEUED: _JobState.ValueType  # 5
+    """waiting for the scheduler; see Job.queue_reason"""
+    JOB_STATE_HELD: _JobState.ValueType  # 6
+    """waiting to be released"""
+    JOB_STATE_PAUSED: _JobState.ValueType  # 7
+    """frozen; Resume thaws it"""
 
 class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper): ...
 
@@ -42,7 +76,54 @@ JOB_STATE_PENDING: JobState.ValueType  # 1
 JOB_STATE_RUNNING: JobState.ValueType  # 2
 JOB_STATE_STOPPING: JobState.ValueType  # 3
 JOB_STATE_ENDED: JobState.ValueType  # 4
+JOB_STATE_QUEUED: JobState.ValueType  # 5
+"""waiting for the scheduler; see Job.queue_reason"""
+JOB_STATE_HELD: JobState.ValueType  # 6
+"""waiting to be released"""
+JOB_STATE_PAUSED: JobState.ValueType  # 7
+"""frozen; Resume thaws it"""
 Global___JobState: _TypeAlias = JobState  # noqa: Y015
+
+class _QueueReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _QueueReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_QueueReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    QUEUE_REASON_UNSPECIFIED: _QueueReason.ValueType  # 0
+    QUEUE_REASON_PRIORITY: _QueueReason.ValueType  # 1
+    """jobs ahead of it start first"""
+    QUEUE_REASON_RESOURCES: _QueueReason.ValueType  # 2
+    """the memory or CPU budget is in use"""
+    QUEUE_REASON_RUNNING_CAP: _QueueReason.ValueType  # 3
+    """the server's running cap is reached"""
+    QUEUE_REASON_OWNER_CAP: _QueueReason.ValueType  # 4
+    """its owner's running cap is reached"""
+    QUEUE_REASON_DEPENDENCY: _QueueReason.ValueType  # 5
+    """a job it depends on has not ended"""
+    QUEUE_REASON_BEGIN_TIME: _QueueReason.ValueType  # 6
+    """its begin time has not come"""
+    QUEUE_REASON_PLUGIN: _QueueReason.ValueType  # 7
+    """a plugin delays it"""
+
+class QueueReason(_QueueReason, metaclass=_QueueReasonEnumTypeWrapper): ...
+
+QUEUE_REASON_UNSPECIFIED: QueueReason.ValueType  # 0
+QUEUE_REASON_PRIORITY: QueueReason.ValueType  # 1
+"""jobs ahead of it start first"""
+QUEUE_REASON_RESOURCES: QueueReason.ValueType  # 2
+"""the memory or CPU budget is in use"""
+QUEUE_REASON_RUNNING_CAP: QueueReason.ValueType  # 3
+"""the server's running cap is reached"""
+QUEUE_REASON_OWNER_CAP: QueueReason.ValueType  # 4
+"""its owner's running cap is reached"""
+QUEUE_REASON_DEPENDENCY: QueueReason.ValueType  # 5
+"""a job it depends on has not ended"""
+QUEUE_REASON_BEGIN_TIME: QueueReason.ValueType  # 6
+"""its begin time has not come"""
+QUEUE_REASON_PLUGIN: QueueReason.ValueType  # 7
+"""a plugin delays it"""
+Global___QueueReason: _TypeAlias = QueueReason  # noqa: Y015
 
 class _EndReason:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -57,6 +138,10 @@ class _EndReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EndReason.V
     END_REASON_TIMED_OUT: _EndReason.ValueType  # 4
     END_REASON_FAILED_TO_START: _EndReason.ValueType  # 5
     END_REASON_LOST: _EndReason.ValueType  # 6
+    END_REASON_SHUTDOWN: _EndReason.ValueType  # 7
+    """the server shut down while it ran"""
+    END_REASON_DEPENDENCY_FAILED: _EndReason.ValueType  # 8
+    """never ran: a dependency can no longer be met"""
 
 class EndReason(_EndReason, metaclass=_EndReasonEnumTypeWrapper): ...
 
@@ -67,6 +152,10 @@ END_REASON_OOM_KILLED: EndReason.ValueType  # 3
 END_REASON_TIMED_OUT: EndReason.ValueType  # 4
 END_REASON_FAILED_TO_START: EndReason.ValueType  # 5
 END_REASON_LOST: EndReason.ValueType  # 6
+END_REASON_SHUTDOWN: EndReason.ValueType  # 7
+"""the server shut down while it ran"""
+END_REASON_DEPENDENCY_FAILED: EndReason.ValueType  # 8
+"""never ran: a dependency can no longer be met"""
 Global___EndReason: _TypeAlias = EndReason  # noqa: Y015
 
 class _Stream:
@@ -277,6 +366,26 @@ class JobSpec(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     COMMAND_FIELD_NUMBER: _builtins.int
     ARGS_FIELD_NUMBER: _builtins.int
     ENV_FIELD_NUMBER: _builtins.int
@@ -285,10 +394,24 @@ class JobSpec(_message.Message):
     ISOLATION_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    HOLD_FIELD_NUMBER: _builtins.int
+    BEGIN_AT_FIELD_NUMBER: _builtins.int
     command: _builtins.str
     cwd: _builtins.str
     """empty: "/" """
     timeout_seconds: _builtins.float
+    name: _builtins.str
+    """the caller's name for the job (not unique)"""
+    priority: _builtins.int
+    """-1000..1000; higher starts first"""
+    hold: _builtins.bool
+    """queue it held: it starts only once released"""
+    begin_at: _builtins.float
+    """not before this time (seconds since the epoch)"""
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -301,6 +424,14 @@ class JobSpec(_message.Message):
     def options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """"plugin.key" -> value, for third-party plugins"""
 
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """the caller's labels (filter on them in List)"""
+
+    @_builtins.property
+    def after(self) -> _containers.RepeatedCompositeFieldContainer[Global___Dependency]:
+        """start only once these jobs ended as required"""
+
     def __init__(
         self,
         *,
@@ -312,16 +443,50 @@ class JobSpec(_message.Message):
         isolation: Global___Isolation | None = ...,
         timeout_seconds: _builtins.float | None = ...,
         options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        name: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        priority: _builtins.int = ...,
+        after: _abc.Iterable[Global___Dependency] | None = ...,
+        hold: _builtins.bool = ...,
+        begin_at: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds", "isolation", b"isolation", "limits", b"limits", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_begin_at", b"_begin_at", "_timeout_seconds", b"_timeout_seconds", "begin_at", b"begin_at", "isolation", b"isolation", "limits", b"limits", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds", "args", b"args", "command", b"command", "cwd", b"cwd", "env", b"env", "isolation", b"isolation", "limits", b"limits", "options", b"options", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_begin_at", b"_begin_at", "_timeout_seconds", b"_timeout_seconds", "after", b"after", "args", b"args", "begin_at", b"begin_at", "command", b"command", "cwd", b"cwd", "env", b"env", "hold", b"hold", "isolation", b"isolation", "labels", b"labels", "limits", b"limits", "name", b"name", "options", b"options", "priority", b"priority", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__begin_at: _TypeAlias = _typing.Literal["begin_at"]  # noqa: Y015
+    _WhichOneofArgType__begin_at: _TypeAlias = _typing.Literal["_begin_at", b"_begin_at"]  # noqa: Y015
     _WhichOneofReturnType__timeout_seconds: _TypeAlias = _typing.Literal["timeout_seconds"]  # noqa: Y015
     _WhichOneofArgType__timeout_seconds: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__begin_at) -> _WhichOneofReturnType__begin_at | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__timeout_seconds) -> _WhichOneofReturnType__timeout_seconds | None: ...
 
 Global___JobSpec: _TypeAlias = JobSpec  # noqa: Y015
+
+@_typing.final
+class Dependency(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """a full id or a unique prefix of one the caller may read"""
+    kind: Global___DependencyKind.ValueType
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        kind: Global___DependencyKind.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Dependency: _TypeAlias = Dependency  # noqa: Y015
 
 @_typing.final
 class Job(_message.Message):
@@ -360,6 +525,10 @@ class Job(_message.Message):
     STARTED_AT_FIELD_NUMBER: _builtins.int
     ENDED_AT_FIELD_NUMBER: _builtins.int
     FACTS_FIELD_NUMBER: _builtins.int
+    QUEUE_REASON_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    FACT_VALUES_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     owner: _builtins.str
     state: Global___JobState.ValueType
@@ -372,11 +541,22 @@ class Job(_message.Message):
     """seconds since the epoch"""
     started_at: _builtins.float
     ended_at: _builtins.float
+    queue_reason: Global___QueueReason.ValueType
+    """why a QUEUED job waits"""
+    idempotency_key: _builtins.str
     @_builtins.property
     def spec(self) -> Global___JobSpec: ...
     @_builtins.property
     def facts(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """e.g. "oom_killed", "memory_peak", "cpu_seconds" """
+        """e.g. "oom_killed", "memory_peak", as text"""
+
+    @_builtins.property
+    def fact_values(self) -> _struct_pb2.Struct:
+        """The facts with their types (numbers, booleans): the same values as `facts`."""
+
+    @_builtins.property
+    def usage(self) -> _struct_pb2.Struct:
+        """A running or paused job's usage now (e.g. "cpu_seconds", "memory_current")."""
 
     def __init__(
         self,
@@ -394,10 +574,14 @@ class Job(_message.Message):
         started_at: _builtins.float | None = ...,
         ended_at: _builtins.float | None = ...,
         facts: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        queue_reason: Global___QueueReason.ValueType = ...,
+        idempotency_key: _builtins.str = ...,
+        fact_values: _struct_pb2.Struct | None = ...,
+        usage: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_ended_at", b"_ended_at", "_exit_code", b"_exit_code", "_pid", b"_pid", "_signal", b"_signal", "_started_at", b"_started_at", "ended_at", b"ended_at", "exit_code", b"exit_code", "pid", b"pid", "signal", b"signal", "spec", b"spec", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_ended_at", b"_ended_at", "_exit_code", b"_exit_code", "_pid", b"_pid", "_signal", b"_signal", "_started_at", b"_started_at", "ended_at", b"ended_at", "exit_code", b"exit_code", "fact_values", b"fact_values", "pid", b"pid", "signal", b"signal", "spec", b"spec", "started_at", b"started_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ended_at", b"_ended_at", "_exit_code", b"_exit_code", "_pid", b"_pid", "_signal", b"_signal", "_started_at", b"_started_at", "created_at", b"created_at", "end_reason", b"end_reason", "ended_at", b"ended_at", "exit_code", b"exit_code", "facts", b"facts", "id", b"id", "message", b"message", "owner", b"owner", "pid", b"pid", "signal", b"signal", "spec", b"spec", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ended_at", b"_ended_at", "_exit_code", b"_exit_code", "_pid", b"_pid", "_signal", b"_signal", "_started_at", b"_started_at", "created_at", b"created_at", "end_reason", b"end_reason", "ended_at", b"ended_at", "exit_code", b"exit_code", "fact_values", b"fact_values", "facts", b"facts", "id", b"id", "idempotency_key", b"idempotency_key", "message", b"message", "owner", b"owner", "pid", b"pid", "queue_reason", b"queue_reason", "signal", b"signal", "spec", b"spec", "started_at", b"started_at", "state", b"state", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__ended_at: _TypeAlias = _typing.Literal["ended_at"]  # noqa: Y015
     _WhichOneofArgType__ended_at: _TypeAlias = _typing.Literal["_ended_at", b"_ended_at"]  # noqa: Y015
@@ -428,11 +612,16 @@ class SubmitRequest(_message.Message):
 
     SPEC_FIELD_NUMBER: _builtins.int
     WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     wait_seconds: _builtins.float
     """Answer once the job has ended or after this many seconds, whichever comes first, with
     the record as it is then: one round trip for a short job. Unset or 0: answer as soon as
     it has started. At most 3600. Give the call a deadline longer than this: a call that
     times out first never learns the job's id (the job runs on).
+    """
+    idempotency_key: _builtins.str
+    """A second Submit with the same key by the same caller returns the first job and starts
+    nothing, across server restarts. At most 128 printable characters.
     """
     @_builtins.property
     def spec(self) -> Global___JobSpec: ...
@@ -441,10 +630,11 @@ class SubmitRequest(_message.Message):
         *,
         spec: Global___JobSpec | None = ...,
         wait_seconds: _builtins.float | None = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_wait_seconds", b"_wait_seconds", "spec", b"spec", "wait_seconds", b"wait_seconds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_wait_seconds", b"_wait_seconds", "spec", b"spec", "wait_seconds", b"wait_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_wait_seconds", b"_wait_seconds", "idempotency_key", b"idempotency_key", "spec", b"spec", "wait_seconds", b"wait_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__wait_seconds: _TypeAlias = _typing.Literal["wait_seconds"]  # noqa: Y015
     _WhichOneofArgType__wait_seconds: _TypeAlias = _typing.Literal["_wait_seconds", b"_wait_seconds"]  # noqa: Y015
@@ -513,27 +703,94 @@ Global___GetResponse: _TypeAlias = GetResponse  # noqa: Y015
 
 @_typing.final
 class ListRequest(_message.Message):
+    """Newest first, one page at a time: pass next_page_token back as page_token."""
+
     DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     STATES_FIELD_NUMBER: _builtins.int
     OWNER_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    CREATED_AFTER_FIELD_NUMBER: _builtins.int
+    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
+    ENDED_AFTER_FIELD_NUMBER: _builtins.int
+    ENDED_BEFORE_FIELD_NUMBER: _builtins.int
     owner: _builtins.str
     """empty: every owner the caller may read"""
+    page_size: _builtins.int
+    """0: the server's default (100); at most 1000"""
+    page_token: _builtins.str
+    """from the previous response; empty: the first page"""
+    name: _builtins.str
+    """only jobs with this name"""
+    created_after: _builtins.float
+    created_before: _builtins.float
+    ended_after: _builtins.float
+    ended_before: _builtins.float
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[Global___JobState.ValueType]:
         """empty: every state"""
+
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """only jobs with all of these labels"""
 
     def __init__(
         self,
         *,
         states: _abc.Iterable[Global___JobState.ValueType] | None = ...,
         owner: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        name: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        created_after: _builtins.float | None = ...,
+        created_before: _builtins.float | None = ...,
+        ended_after: _builtins.float | None = ...,
+        ended_before: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_created_after", b"_created_after", "_created_before", b"_created_before", "_ended_after", b"_ended_after", "_ended_before", b"_ended_before", "created_after", b"created_after", "created_before", b"created_before", "ended_after", b"ended_after", "ended_before", b"ended_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_created_after", b"_created_after", "_created_before", b"_created_before", "_ended_after", b"_ended_after", "_ended_before", b"_ended_before", "created_after", b"created_after", "created_before", b"created_before", "ended_after", b"ended_after", "ended_before", b"ended_before", "labels", b"labels", "name", b"name", "owner", b"owner", "page_size", b"page_size", "page_token", b"page_token", "states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__created_after: _TypeAlias = _typing.Literal["created_after"]  # noqa: Y015
+    _WhichOneofArgType__created_after: _TypeAlias = _typing.Literal["_created_after", b"_created_after"]  # noqa: Y015
+    _WhichOneofReturnType__created_before: _TypeAlias = _typing.Literal["created_before"]  # noqa: Y015
+    _WhichOneofArgType__created_before: _TypeAlias = _typing.Literal["_created_before", b"_created_before"]  # noqa: Y015
+    _WhichOneofReturnType__ended_after: _TypeAlias = _typing.Literal["ended_after"]  # noqa: Y015
+    _WhichOneofArgType__ended_after: _TypeAlias = _typing.Literal["_ended_after", b"_ended_after"]  # noqa: Y015
+    _WhichOneofReturnType__ended_before: _TypeAlias = _typing.Literal["ended_before"]  # noqa: Y015
+    _WhichOneofArgType__ended_before: _TypeAlias = _typing.Literal["_ended_before", b"_ended_before"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__created_after) -> _WhichOneofReturnType__created_after | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__created_before) -> _WhichOneofReturnType__created_before | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ended_after) -> _WhichOneofReturnType__ended_after | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ended_before) -> _WhichOneofReturnType__ended_before | None: ...
 
 Global___ListRequest: _TypeAlias = ListRequest  # noqa: Y015
 
@@ -542,20 +799,240 @@ class ListResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOBS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """empty on the last page"""
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]: ...
     def __init__(
         self,
         *,
         jobs: _abc.Iterable[Global___Job] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListResponse: _TypeAlias = ListResponse  # noqa: Y015
+
+@_typing.final
+class PurgeRequest(_message.Message):
+    """Remove finished jobs' records and output: the named ones (all or nothing), or every
+    finished job matching the filter that the caller may purge.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_IDS_FIELD_NUMBER: _builtins.int
+    ENDED_BEFORE_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    ended_before: _builtins.float
+    """with no job_ids: jobs that ended before this time"""
+    owner: _builtins.str
+    """with no job_ids: only this owner's jobs"""
+    @_builtins.property
+    def job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        job_ids: _abc.Iterable[_builtins.str] | None = ...,
+        ended_before: _builtins.float | None = ...,
+        owner: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_ended_before", b"_ended_before", "ended_before", b"ended_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ended_before", b"_ended_before", "ended_before", b"ended_before", "job_ids", b"job_ids", "owner", b"owner"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__ended_before: _TypeAlias = _typing.Literal["ended_before"]  # noqa: Y015
+    _WhichOneofArgType__ended_before: _TypeAlias = _typing.Literal["_ended_before", b"_ended_before"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ended_before) -> _WhichOneofReturnType__ended_before | None: ...
+
+Global___PurgeRequest: _TypeAlias = PurgeRequest  # noqa: Y015
+
+@_typing.final
+class PurgeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        job_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_ids", b"job_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeResponse: _TypeAlias = PurgeResponse  # noqa: Y015
+
+@_typing.final
+class SignalRequest(_message.Message):
+    """Deliver a signal to every process of a running or paused job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    SIGNAL_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    signal: _builtins.int
+    """a signal number (SIGTERM = 15)"""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        signal: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "signal", b"signal"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignalRequest: _TypeAlias = SignalRequest  # noqa: Y015
+
+@_typing.final
+class SignalResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> Global___Job: ...
+    def __init__(
+        self,
+        *,
+        job: Global___Job | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignalResponse: _TypeAlias = SignalResponse  # noqa: Y015
+
+@_typing.final
+class PauseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseRequest: _TypeAlias = PauseRequest  # noqa: Y015
+
+@_typing.final
+class PauseResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> Global___Job: ...
+    def __init__(
+        self,
+        *,
+        job: Global___Job | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseResponse: _TypeAlias = PauseResponse  # noqa: Y015
+
+@_typing.final
+class ResumeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeRequest: _TypeAlias = ResumeRequest  # noqa: Y015
+
+@_typing.final
+class ResumeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> Global___Job: ...
+    def __init__(
+        self,
+        *,
+        job: Global___Job | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeResponse: _TypeAlias = ResumeResponse  # noqa: Y015
+
+@_typing.final
+class ReleaseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseRequest: _TypeAlias = ReleaseRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> Global___Job: ...
+    def __init__(
+        self,
+        *,
+        job: Global___Job | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseResponse: _TypeAlias = ReleaseResponse  # noqa: Y015
 
 @_typing.final
 class StopRequest(_message.Message):

@@ -64,6 +64,31 @@ class WorkerStub:
                 request_serializer=worker_dot_v1_dot_worker__pb2.WatchRequest.SerializeToString,
                 response_deserializer=worker_dot_v1_dot_worker__pb2.Job.FromString,
                 _registered_method=True)
+        self.Purge = channel.unary_unary(
+                '/worker.v1.Worker/Purge',
+                request_serializer=worker_dot_v1_dot_worker__pb2.PurgeRequest.SerializeToString,
+                response_deserializer=worker_dot_v1_dot_worker__pb2.PurgeResponse.FromString,
+                _registered_method=True)
+        self.Signal = channel.unary_unary(
+                '/worker.v1.Worker/Signal',
+                request_serializer=worker_dot_v1_dot_worker__pb2.SignalRequest.SerializeToString,
+                response_deserializer=worker_dot_v1_dot_worker__pb2.SignalResponse.FromString,
+                _registered_method=True)
+        self.Pause = channel.unary_unary(
+                '/worker.v1.Worker/Pause',
+                request_serializer=worker_dot_v1_dot_worker__pb2.PauseRequest.SerializeToString,
+                response_deserializer=worker_dot_v1_dot_worker__pb2.PauseResponse.FromString,
+                _registered_method=True)
+        self.Resume = channel.unary_unary(
+                '/worker.v1.Worker/Resume',
+                request_serializer=worker_dot_v1_dot_worker__pb2.ResumeRequest.SerializeToString,
+                response_deserializer=worker_dot_v1_dot_worker__pb2.ResumeResponse.FromString,
+                _registered_method=True)
+        self.Release = channel.unary_unary(
+                '/worker.v1.Worker/Release',
+                request_serializer=worker_dot_v1_dot_worker__pb2.ReleaseRequest.SerializeToString,
+                response_deserializer=worker_dot_v1_dot_worker__pb2.ReleaseResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServicer:
@@ -107,6 +132,38 @@ class WorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Purge(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Signal(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Pause(self, request, context):
+        """Freeze every process of a running job; its time limit does not run while paused.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Resume(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Release(self, request, context):
+        """Let a held job be scheduled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -139,6 +196,31 @@ def add_WorkerServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=worker_dot_v1_dot_worker__pb2.WatchRequest.FromString,
                     response_serializer=worker_dot_v1_dot_worker__pb2.Job.SerializeToString,
+            ),
+            'Purge': grpc.unary_unary_rpc_method_handler(
+                    servicer.Purge,
+                    request_deserializer=worker_dot_v1_dot_worker__pb2.PurgeRequest.FromString,
+                    response_serializer=worker_dot_v1_dot_worker__pb2.PurgeResponse.SerializeToString,
+            ),
+            'Signal': grpc.unary_unary_rpc_method_handler(
+                    servicer.Signal,
+                    request_deserializer=worker_dot_v1_dot_worker__pb2.SignalRequest.FromString,
+                    response_serializer=worker_dot_v1_dot_worker__pb2.SignalResponse.SerializeToString,
+            ),
+            'Pause': grpc.unary_unary_rpc_method_handler(
+                    servicer.Pause,
+                    request_deserializer=worker_dot_v1_dot_worker__pb2.PauseRequest.FromString,
+                    response_serializer=worker_dot_v1_dot_worker__pb2.PauseResponse.SerializeToString,
+            ),
+            'Resume': grpc.unary_unary_rpc_method_handler(
+                    servicer.Resume,
+                    request_deserializer=worker_dot_v1_dot_worker__pb2.ResumeRequest.FromString,
+                    response_serializer=worker_dot_v1_dot_worker__pb2.ResumeResponse.SerializeToString,
+            ),
+            'Release': grpc.unary_unary_rpc_method_handler(
+                    servicer.Release,
+                    request_deserializer=worker_dot_v1_dot_worker__pb2.ReleaseRequest.FromString,
+                    response_serializer=worker_dot_v1_dot_worker__pb2.ReleaseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -303,6 +385,141 @@ class Worker:
             '/worker.v1.Worker/Watch',
             worker_dot_v1_dot_worker__pb2.WatchRequest.SerializeToString,
             worker_dot_v1_dot_worker__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Purge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worker.v1.Worker/Purge',
+            worker_dot_v1_dot_worker__pb2.PurgeRequest.SerializeToString,
+            worker_dot_v1_dot_worker__pb2.PurgeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Signal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worker.v1.Worker/Signal',
+            worker_dot_v1_dot_worker__pb2.SignalRequest.SerializeToString,
+            worker_dot_v1_dot_worker__pb2.SignalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Pause(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worker.v1.Worker/Pause',
+            worker_dot_v1_dot_worker__pb2.PauseRequest.SerializeToString,
+            worker_dot_v1_dot_worker__pb2.PauseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Resume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worker.v1.Worker/Resume',
+            worker_dot_v1_dot_worker__pb2.ResumeRequest.SerializeToString,
+            worker_dot_v1_dot_worker__pb2.ResumeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Release(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/worker.v1.Worker/Release',
+            worker_dot_v1_dot_worker__pb2.ReleaseRequest.SerializeToString,
+            worker_dot_v1_dot_worker__pb2.ReleaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

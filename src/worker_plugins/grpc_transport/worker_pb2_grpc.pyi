@@ -44,6 +44,13 @@ class WorkerStub:
     """Output from the chosen start until the job has ended and everything was sent."""
     Watch: _grpc.UnaryStreamMultiCallable[_worker_pb2.WatchRequest, _worker_pb2.Job]
     """The job's record on every state change, ending after ENDED."""
+    Purge: _grpc.UnaryUnaryMultiCallable[_worker_pb2.PurgeRequest, _worker_pb2.PurgeResponse]
+    Signal: _grpc.UnaryUnaryMultiCallable[_worker_pb2.SignalRequest, _worker_pb2.SignalResponse]
+    Pause: _grpc.UnaryUnaryMultiCallable[_worker_pb2.PauseRequest, _worker_pb2.PauseResponse]
+    """Freeze every process of a running job; its time limit does not run while paused."""
+    Resume: _grpc.UnaryUnaryMultiCallable[_worker_pb2.ResumeRequest, _worker_pb2.ResumeResponse]
+    Release: _grpc.UnaryUnaryMultiCallable[_worker_pb2.ReleaseRequest, _worker_pb2.ReleaseResponse]
+    """Let a held job be scheduled."""
 
 @_typing.type_check_only
 class WorkerAsyncStub(WorkerStub):
@@ -56,6 +63,13 @@ class WorkerAsyncStub(WorkerStub):
     """Output from the chosen start until the job has ended and everything was sent."""
     Watch: _aio.UnaryStreamMultiCallable[_worker_pb2.WatchRequest, _worker_pb2.Job]  # type: ignore[assignment]
     """The job's record on every state change, ending after ENDED."""
+    Purge: _aio.UnaryUnaryMultiCallable[_worker_pb2.PurgeRequest, _worker_pb2.PurgeResponse]  # type: ignore[assignment]
+    Signal: _aio.UnaryUnaryMultiCallable[_worker_pb2.SignalRequest, _worker_pb2.SignalResponse]  # type: ignore[assignment]
+    Pause: _aio.UnaryUnaryMultiCallable[_worker_pb2.PauseRequest, _worker_pb2.PauseResponse]  # type: ignore[assignment]
+    """Freeze every process of a running job; its time limit does not run while paused."""
+    Resume: _aio.UnaryUnaryMultiCallable[_worker_pb2.ResumeRequest, _worker_pb2.ResumeResponse]  # type: ignore[assignment]
+    Release: _aio.UnaryUnaryMultiCallable[_worker_pb2.ReleaseRequest, _worker_pb2.ReleaseResponse]  # type: ignore[assignment]
+    """Let a held job be scheduled."""
 
 class WorkerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -101,5 +115,42 @@ class WorkerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_worker_pb2.Job], _abc.AsyncIterator[_worker_pb2.Job]]:
         """The job's record on every state change, ending after ENDED."""
+
+    @_abc_1.abstractmethod
+    def Purge(
+        self,
+        request: _worker_pb2.PurgeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.PurgeResponse, _abc.Awaitable[_worker_pb2.PurgeResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Signal(
+        self,
+        request: _worker_pb2.SignalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.SignalResponse, _abc.Awaitable[_worker_pb2.SignalResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Pause(
+        self,
+        request: _worker_pb2.PauseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.PauseResponse, _abc.Awaitable[_worker_pb2.PauseResponse]]:
+        """Freeze every process of a running job; its time limit does not run while paused."""
+
+    @_abc_1.abstractmethod
+    def Resume(
+        self,
+        request: _worker_pb2.ResumeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.ResumeResponse, _abc.Awaitable[_worker_pb2.ResumeResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Release(
+        self,
+        request: _worker_pb2.ReleaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.ReleaseResponse, _abc.Awaitable[_worker_pb2.ReleaseResponse]]:
+        """Let a held job be scheduled."""
 
 def add_WorkerServicer_to_server(servicer: WorkerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
