@@ -70,6 +70,11 @@ def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: floa
         raise ValueError(f"{attribute.name} must be >= 0, got {value}")
 
 
+def _share(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not 0 < value <= 1:
+        raise ValueError(f"{attribute.name} must be more than 0 and at most 1, got {value}")
+
+
 @attrs.frozen
 class EngineSettings:
     """The engine's own settings (section ``[engine]``)."""
@@ -89,6 +94,18 @@ class EngineSettings:
     #: Bytes of output kept for all finished jobs together (default 10 GiB); past it the
     #: oldest finished jobs are removed. 0: no limit.
     max_finished_output_bytes: int = attrs.field(default=10 << 30, validator=_non_negative)
+    #: Jobs running at once; more wait QUEUED (reason running_cap). 0: no cap.
+    max_running: int = attrs.field(default=256, validator=_non_negative)
+    #: Jobs of one owner running at once (reason owner_cap). 0: no cap.
+    max_running_per_owner: int = attrs.field(default=0, validator=_non_negative)
+    #: Share of the host's memory that running jobs' memory maximums may add up to.
+    memory_budget_share: float = attrs.field(default=0.9, validator=_share)
+    #: Share of the host's CPUs that running jobs' CPU fractions may add up to.
+    cpu_budget_share: float = attrs.field(default=1.0, validator=_share)
+    #: Bytes a job without a memory limit counts against the memory budget.
+    default_memory_reservation: int = attrs.field(default=0, validator=_non_negative)
+    #: CPUs a job without a CPU limit counts against the CPU budget.
+    default_cpu_reservation: float = attrs.field(default=0.0, validator=_non_negative)
     #: Directory of the engine's durable state (job records, output files, the lock); made
     #: 0700 if missing. None: nothing is kept on disk (the library's default).
     state_dir: str | None = None

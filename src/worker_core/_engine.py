@@ -18,10 +18,11 @@ import signal
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import pluggy
@@ -46,7 +47,9 @@ from ._jobstore import OUTPUT_BYTES_FACT, JobQuery, JobStore, StoreUnavailable
 from ._launcher import ExitReport, LauncherClient, LauncherDied, SpawnFailed
 from ._model import (
     ACTIVE_STATES,
+    WAITING_STATES,
     Action,
+    Dependency,
     EndReason,
     ExitResult,
     Job,
@@ -59,6 +62,7 @@ from ._output import BOTH_STREAMS, Chunk, Follower, OutputStore, StartAt, StartP
 from ._paging import decode_token, encode_token
 from ._plan import SpawnPlan
 from ._pump import OutputPump, enlarge_pipe
+from ._scheduler import Decision, Host, Scheduler
 from ._state_dir import StateDir
 from ._timers import TimerQueue
 from ._tracked import TrackedJob
@@ -70,6 +74,9 @@ log = logging.getLogger("worker.engine")
 MIN_ID_PREFIX = 4
 #: The most records one page of :meth:`Engine.list_page` holds.
 MAX_PAGE_SIZE = 1000
+#: Signals a job may be sent (Engine.signal).
+_SIGNALS = frozenset(int(s) for s in signal.valid_signals())
+
 #: Seconds between runs of retention (and retries of records the store could not commit).
 HOUSEKEEPING_INTERVAL = 30.0
 
@@ -114,6 +121,7 @@ class Engine:
         self._unsaved: dict[str, TrackedJob] = {}
         self._state_dir: StateDir | None = None
         self._records: JobStore | None = None
+        self._queue: Scheduler | None = None
         self._started = False
         self._closed = False
         self._launcher: LauncherClient | None = None
@@ -121,7 +129,7 @@ class Engine:
         self._store: OutputStore | None = None
         self._exit_is_cheap = False
         self._pump: OutputPump | None = None
-        self._scheduler: TimerQueue | None = None
+        self._timers: TimerQueue | None = None
         self._finalizer: ThreadPoolExecutor | None = None
         self.aio = AsyncEngine(self)
 
@@ -157,7 +165,12 @@ class Engine:
             self._exit_is_cheap = not (
                 self._pm.hook.signal_job.get_hookimpls() or self._pm.hook.post_exit.get_hookimpls()
             )
-            self._scheduler = TimerQueue()
+            self._timers = TimerQueue()
+            self._queue = Scheduler(
+                self._settings,
+                Host.detect(),
+                lambda item: self.hooks.admit(cast(TrackedJob, item).job),
+            )
             self._finalizer = ThreadPoolExecutor(
                 max_workers=4, thread_name_prefix="worker-finalizer"
             )
@@ -196,28 +209,28 @@ class Engine:
             self._state_dir = None
 
     def _recover(self) -> None:
-        """End what an earlier run left unfinished: its processes died with it (the launcher
-        kills every job when the engine goes; the cgroups plugin removes leftovers)."""
+        """End what an earlier run left running: its processes died with it (the launcher
+        kills every job when the engine goes; the cgroups plugin removes leftovers). Jobs
+        that were waiting wait again, in their order, as if nothing happened."""
         records = self._job_store()
+        waiting: list[TrackedJob] = []
         for job in records.unfinished():
-            if job.state in ACTIVE_STATES:
-                ended = transition(
-                    job,
-                    JobState.ENDED,
-                    end_reason=EndReason.LOST,
-                    message="the worker stopped while it ran; found at restart",
-                    ended_at=time.time(),
-                    queue_reason=None,
-                )
-            else:  # waiting jobs have not started: nothing ran, nothing was lost
-                ended = transition(
-                    job,
-                    JobState.ENDED,
-                    end_reason=EndReason.LOST,
-                    message="the worker stopped before it started; found at restart",
-                    ended_at=time.time(),
-                    queue_reason=None,
-                )
+            if job.state in WAITING_STATES:
+                entry = TrackedJob(job)
+                with self._lock:
+                    self._jobs[job.id] = entry
+                if self._store is not None:
+                    self._store.open(job.id)
+                waiting.append(entry)
+                continue
+            ended = transition(
+                job,
+                JobState.ENDED,
+                end_reason=EndReason.LOST,
+                message="the worker stopped while it ran; found at restart",
+                ended_at=time.time(),
+                queue_reason=None,
+            )
             try:
                 records.update(ended)
             except StoreUnavailable as exc:
@@ -225,6 +238,11 @@ class Engine:
             if self._store is not None:
                 self._store.close(job.id)
             log.warning("job %s: %s", job.id, ended.message)
+        for entry in waiting:
+            if entry.job.state is JobState.QUEUED:
+                self._enqueue(entry)
+        if waiting:
+            log.info("%d waiting jobs queued again", len(waiting))
 
     def __enter__(self) -> Engine:
         return self.start()
@@ -259,11 +277,11 @@ class Engine:
         deadline = time.monotonic() + self._settings.kill_timeout + self._settings.output_linger
         for entry in list(self._jobs.values()):
             self._wait_entry(entry, max(0.0, deadline - time.monotonic()))
-        assert self._pump and self._scheduler and self._finalizer
+        assert self._pump and self._timers and self._finalizer
         self.aio.close()
         self._finalizer.shutdown(wait=True)
         self._pump.close()
-        self._scheduler.close()
+        self._timers.close()
         self._retry_unsaved()
         self._close_stores()
 
@@ -346,14 +364,14 @@ class Engine:
 
     def _housekeeping(self) -> None:
         """Retention, and records that could not be committed; every HOUSEKEEPING_INTERVAL."""
-        if self._closed or self._scheduler is None:
+        if self._closed or self._timers is None:
             return
         try:
             self._retry_unsaved()
             self.apply_retention()
         except Exception:
             log.exception("housekeeping failed")
-        self._scheduler.call_later(HOUSEKEEPING_INTERVAL, self._housekeeping)
+        self._timers.call_later(HOUSEKEEPING_INTERVAL, self._housekeeping)
 
     def apply_retention(self) -> builtins.list[str]:
         """Remove finished jobs past the configured age, count and output bounds (oldest
@@ -409,9 +427,10 @@ class Engine:
         principal: Principal | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
-        """Validate, authorize, record and start a job. Returns its record (RUNNING, or ENDED
-        if it failed to start) once the record is committed to the job store. Bad input raises
-        :class:`InvalidSpec` and leaves nothing behind.
+        """Validate, authorize, record and start (or queue) a job. Returns its record once it
+        is committed to the job store: RUNNING, QUEUED (see ``queue_reason``), HELD, or ENDED
+        if it failed to start. Bad input raises :class:`InvalidSpec` and leaves nothing
+        behind.
 
         With ``idempotency_key``, a second submit with the same key by the same owner returns
         the first job's current record and starts nothing (across restarts, with a durable
@@ -423,20 +442,42 @@ class Engine:
         validation.check_strings(spec, self._settings.max_spec_bytes)
         validation.check_labels(spec)
         validation.check_idempotency_key(idempotency_key)
+        validation.check_begin(spec)
         cwd = validation.resolve_cwd(spec)
         executable = validation.resolve_command(spec, cwd)
         validation.check_claimed(spec, self.hooks.validate_spec(spec))
+        sched = self._sched()
+        sched.check_fits(spec)
+        if spec.after:
+            spec = attrs.evolve(spec, after=self._resolve_dependencies(spec, principal))
         job = Job(id=uuid.uuid4().hex, owner=principal, spec=spec, idempotency_key=idempotency_key)
         if principal is not None and not self.hooks.authorize(principal, Action.SUBMIT, job):
             raise PermissionDenied(f"{principal.name!r} may not submit jobs")
-        entry = TrackedJob(job)
+        must_wait = spec.hold or bool(spec.after) or not self._begin_due(spec)
+        reason = None
+        if not must_wait:
+            reason = sched.try_start_now(job.id, spec, job.owner_name)
+        if spec.hold:
+            job = attrs.evolve(job, state=JobState.HELD)
+        elif must_wait or reason is not None:
+            job = attrs.evolve(job, state=JobState.QUEUED, queue_reason=reason)
+        admitted = job.state is JobState.PENDING
+        entry = TrackedJob(job, executable=executable, cwd=cwd)
         with self._lock:
-            self._check_open()
             try:
+                self._check_open()
                 recorded = self._job_store().add(job)
             except StoreUnavailable as exc:
+                if admitted:
+                    sched.unreserve(job.id)
                 raise ResourceExhausted(f"the job store cannot record the job: {exc}") from exc
+            except BaseException:
+                if admitted:
+                    sched.unreserve(job.id)
+                raise
             if recorded.id != job.id:  # the same key was used before: that job, not a new one
+                if admitted:
+                    sched.unreserve(job.id)
                 existing = self._jobs.get(recorded.id)
                 return existing.job if existing is not None else recorded
             self._jobs[job.id] = entry
@@ -445,7 +486,123 @@ class Engine:
         with entry.notifier:
             entry.events.append((job, None))
         self._fire_events(entry)
+        if admitted:
+            return self._launch(entry)
+        if job.state is JobState.QUEUED:
+            self._enqueue(entry)
+        return entry.job
 
+    def _begin_due(self, spec: JobSpec) -> bool:
+        return spec.begin_at is None or spec.begin_at <= time.time()
+
+    def _sched(self) -> Scheduler:
+        if self._queue is None:
+            raise EngineClosed("the engine is not started, or it is closed")
+        return self._queue
+
+    def _resolve_dependencies(
+        self, spec: JobSpec, principal: Principal | None
+    ) -> tuple[Dependency, ...]:
+        """Each dependency's full id; it must exist and be readable (NOT_FOUND otherwise), so
+        the graph is acyclic by construction."""
+        resolved: list[Dependency] = []
+        for dependency in spec.after:
+            if not isinstance(dependency, Dependency):
+                raise InvalidSpec("after", f"must be Dependency values, got {dependency!r}")
+            try:
+                job, _ = self._readable(dependency.job_id, principal)
+            except JobNotFound:
+                raise JobNotFound(dependency.job_id) from None
+            resolved.append(attrs.evolve(dependency, job_id=job.id))
+        return tuple(resolved)
+
+    def _enqueue(self, entry: TrackedJob) -> None:
+        """Hand a QUEUED job to the scheduler, with what its dependencies have become."""
+        job = entry.job
+        pairs = []
+        for dependency in job.spec.after:
+            try:
+                record, _ = self._record(dependency.job_id)
+            except JobNotFound:
+                record = None
+            pairs.append((dependency, record))
+        begin_due = self._begin_due(job.spec)
+        if not begin_due:
+            assert job.spec.begin_at is not None and self._timers is not None
+            delay = max(0.0, job.spec.begin_at - time.time())
+            entry.other_timers.append(
+                self._timers.call_later(delay, lambda: self._apply(self._sched().begin_due(job.id)))
+            )
+        self._apply(self._sched().enqueue(entry, job, pairs, begin_due))
+
+    def _apply(self, decision: Decision) -> None:
+        """Carry out what the scheduler decided: new reasons, failures, starts. Ends of jobs
+        that never ran are fed back until nothing moves (a failed chain ends link by link,
+        without recursion)."""
+        pending = deque([decision])
+        while pending:
+            current = pending.popleft()
+            for item, reason in current.reasons:
+                entry = cast(TrackedJob, item)
+                with entry.notifier:
+                    if entry.job.state is JobState.QUEUED and entry.job.queue_reason is not reason:
+                        self._publish(entry, attrs.evolve(entry.job, queue_reason=reason))
+                self._fire_events(entry)
+            for item, message in current.fail:
+                entry = cast(TrackedJob, item)
+                ended = self._end_unstarted(entry, EndReason.DEPENDENCY_FAILED, message)
+                if ended is not None:
+                    pending.append(self._sched().ended(ended))
+            for item in current.start:
+                entry = cast(TrackedJob, item)
+                if self._closed:
+                    self._sched().unreserve(entry.job.id)
+                    continue
+                self._start_queued(entry)
+
+    def _start_queued(self, entry: TrackedJob) -> None:
+        with entry.notifier:
+            if entry.job.state is not JobState.QUEUED:
+                moved = None
+            else:
+                moved = transition(entry.job, JobState.PENDING, queue_reason=None)
+                self._publish(entry, moved)
+        if moved is None:  # stopped meanwhile
+            self._sched().unreserve(entry.job.id)
+            return
+        self._fire_events(entry)
+        try:
+            self._launch(entry)
+        except Exception:
+            log.exception("job %s: starting it failed", entry.job.id)
+
+    def _end_unstarted(self, entry: TrackedJob, reason: EndReason, message: str) -> Job | None:
+        """End a job that never started (stopped while waiting, a dependency failed)."""
+        for timer in entry.other_timers:
+            timer.cancel()
+        ended = self._move(
+            entry,
+            JobState.ENDED,
+            end_reason=reason,
+            message=message,
+            ended_at=time.time(),
+            queue_reason=None,
+        )
+        if self._store is not None:
+            self._store.close(entry.job.id)
+        with self._lock:
+            self._jobs.pop(entry.job.id, None)
+        return ended
+
+    def _launch(self, entry: TrackedJob) -> Job:
+        """Build the admitted (PENDING) job's spawn plan through the plugins and spawn it."""
+        job = entry.job
+        spec = job.spec
+        try:
+            cwd = entry.cwd or validation.resolve_cwd(spec)
+            executable = entry.executable or validation.resolve_command(spec, cwd)
+        except InvalidSpec as exc:
+            return self._fail_to_start(entry, str(exc))
         env = {"PATH": validation.DEFAULT_PATH, **spec.env, "WORKER_JOB_ID": job.id}
         plan = SpawnPlan(executable=executable, argv=[spec.command, *spec.args], env=env, cwd=cwd)
         try:
@@ -498,10 +655,7 @@ class Engine:
         if previous is not JobState.PENDING:
             self._deliver_stop(entry, self._settings.stop_grace, force=False)
         if job.spec.timeout is not None:
-            assert self._scheduler is not None
-            entry.other_timers.append(
-                self._scheduler.call_later(job.spec.timeout, lambda: self._time_out(entry))
-            )
+            self._arm_timeout(entry, job.spec.timeout)
         self._maybe_finalize(entry)
         return entry.job
 
@@ -549,9 +703,9 @@ class Engine:
         if not output_closed:
             # Something still holds the pipes open: read what comes for a bounded time, then
             # close them so the job can end.
-            assert self._scheduler is not None and self._pump is not None
+            assert self._timers is not None and self._pump is not None
             pump, job_id = self._pump, entry.job.id
-            timer = self._scheduler.call_later(
+            timer = self._timers.call_later(
                 self._settings.output_linger, lambda: pump.finish(job_id)
             )
             entry.other_timers.append(timer)
@@ -617,8 +771,9 @@ class Engine:
         if entry.plan_ran:
             for exc in self.hooks.post_exit(job, result):
                 log.error("job %s: a post_exit hook failed: %s", job.id, exc)
-        for timer in [*entry.other_timers, *([entry.kill_timer] if entry.kill_timer else [])]:
-            timer.cancel()
+        for timer in [*entry.other_timers, entry.kill_timer, entry.timeout_timer]:
+            if timer is not None:
+                timer.cancel()
         with entry.notifier:
             pidfd, entry.pidfd = entry.pidfd, None
         if pidfd is not None:
@@ -652,6 +807,8 @@ class Engine:
         if ended is not None:
             with self._lock:
                 self._jobs.pop(job.id, None)
+            if self._queue is not None:
+                self._apply(self._queue.ended(ended))
 
     # -------------------------------------------------------------------------------------
     # output
@@ -925,6 +1082,10 @@ class Engine:
     def _request_stop(
         self, entry: TrackedJob, reason: EndReason, grace: float, force: bool
     ) -> None:
+        if entry.job.state in WAITING_STATES and self._stop_waiting(entry, reason):
+            return
+        if entry.job.state is JobState.PAUSED:
+            self._freeze(entry, frozen=False)  # a frozen job cannot act on SIGTERM
         # The state move and the "spawned yet?" check happen under one lock, against _spawn's:
         # exactly one of the two delivers the first stop.
         with entry.notifier:
@@ -952,10 +1113,10 @@ class Engine:
             self._signal(entry, signal.SIGKILL)
             return
         self._signal(entry, signal.SIGTERM)
-        assert self._scheduler is not None
+        assert self._timers is not None
         with entry.notifier:
             if entry.kill_timer is None and not entry.job.is_finished:
-                entry.kill_timer = self._scheduler.call_later(grace, lambda: self._escalate(entry))
+                entry.kill_timer = self._timers.call_later(grace, lambda: self._escalate(entry))
 
     def _escalate(self, entry: TrackedJob) -> None:
         if not entry.job.is_finished and entry.exit_report is None:
@@ -977,6 +1138,29 @@ class Engine:
         if launcher is not None and launcher.alive:
             launcher.signal(job.pid, signum)
 
+    def _stop_waiting(self, entry: TrackedJob, reason: EndReason) -> bool:
+        """End a job that has not started; False if it started meanwhile."""
+        if not self._sched().remove(entry.job.id) and entry.job.state is not JobState.HELD:
+            return entry.job.is_finished  # admitted meanwhile: stop it the usual way
+        with entry.notifier:
+            if entry.job.state not in WAITING_STATES:
+                return entry.job.is_finished
+        message = (
+            "stopped before it started"
+            if reason is EndReason.STOPPED
+            else "the worker shut down before it started"
+        )
+        ended = self._end_unstarted(entry, reason, message)
+        if ended is not None:
+            self._apply(self._sched().ended(ended))
+        return True
+
+    def _arm_timeout(self, entry: TrackedJob, seconds: float) -> None:
+        assert self._timers is not None
+        with entry.notifier:
+            entry.timeout_deadline = time.monotonic() + seconds
+            entry.timeout_timer = self._timers.call_later(seconds, lambda: self._time_out(entry))
+
     def _time_out(self, entry: TrackedJob) -> None:
         if not entry.job.is_finished:
             log.info("job %s: ran past its time limit; stopping it", entry.job.id)
@@ -990,13 +1174,128 @@ class Engine:
         if grace is None:
             grace = self._settings.stop_grace
         with self._lock:
-            entries = [e for e in self._jobs.values() if not e.job.is_finished]
+            entries = [
+                e
+                for e in self._jobs.values()
+                if not e.job.is_finished
+                and not (reason is EndReason.SHUTDOWN and e.job.state in WAITING_STATES)
+            ]
         for entry in entries:
             self._request_stop(entry, reason, grace, force=False)
         deadline = time.monotonic() + self._stop_wait(grace)
         for entry in entries:
             self._wait_entry(entry, max(0.0, deadline - time.monotonic()))
         return [entry.job for entry in entries]
+
+    # -------------------------------------------------------------------------------------
+    # signals, pause, resume, release, usage
+    # -------------------------------------------------------------------------------------
+
+    def _controllable(
+        self, job_id: str, principal: Principal | None, states: Collection[JobState], verb: str
+    ) -> TrackedJob:
+        job, entry = self._readable(job_id, principal)
+        if principal is not None and not self.hooks.authorize(principal, Action.STOP, job):
+            raise PermissionDenied(f"{principal.name!r} may not {verb} job {job.id}")
+        if entry is None or entry.job.state not in states:
+            state = (entry.job if entry else job).state.value
+            wanted = " or ".join(s.value for s in states)
+            raise FailedPrecondition(f"job {job.id} is {state}: only a {wanted} job can be {verb}")
+        return entry
+
+    def signal(self, job_id: str, signum: int, principal: Principal | None = None) -> Job:
+        """Deliver ``signum`` to every process of a running or paused job (its cgroup with
+        ``cgroups``; its process group and descendants otherwise). Needs STOP permission."""
+        if isinstance(signum, bool) or not isinstance(signum, int) or signum not in _SIGNALS:
+            raise InvalidSpec("signal", f"no such signal: {signum!r}")
+        entry = self._controllable(
+            job_id, principal, (JobState.RUNNING, JobState.PAUSED, JobState.STOPPING), "signalled"
+        )
+        self._signal(entry, signum)
+        return entry.job
+
+    def pause(self, job_id: str, principal: Principal | None = None) -> Job:
+        """Freeze every process of a running job; its time limit stops running meanwhile."""
+        entry = self._controllable(job_id, principal, (JobState.RUNNING,), "paused")
+        with entry.notifier:
+            timer, entry.timeout_timer = entry.timeout_timer, None
+            if timer is not None and entry.timeout_deadline is not None:
+                timer.cancel()
+                entry.timeout_left = max(0.0, entry.timeout_deadline - time.monotonic())
+        self._freeze(entry, frozen=True)
+        moved = None
+        with entry.notifier:
+            if entry.job.state is JobState.RUNNING:
+                moved = transition(entry.job, JobState.PAUSED)
+                self._publish(entry, moved)
+        if moved is None:  # it ended or is being stopped: undo the freeze
+            self._freeze(entry, frozen=False)
+        self._fire_events(entry)
+        return entry.job
+
+    def resume(self, job_id: str, principal: Principal | None = None) -> Job:
+        """Thaw a paused job; its time limit runs on from where it was paused."""
+        entry = self._controllable(job_id, principal, (JobState.PAUSED,), "resumed")
+        self._freeze(entry, frozen=False)
+        with entry.notifier:
+            if entry.job.state is JobState.PAUSED:
+                self._publish(entry, transition(entry.job, JobState.RUNNING))
+            left, entry.timeout_left = entry.timeout_left, None
+        self._fire_events(entry)
+        if left is not None:
+            self._arm_timeout(entry, left)
+        return entry.job
+
+    def _freeze(self, entry: TrackedJob, frozen: bool) -> None:
+        job = entry.job
+        try:
+            if self.hooks.freeze_job(job, frozen):
+                return
+        except Exception:
+            log.exception("job %s: freeze_job failed; using signals", job.id)
+        launcher = self._launcher
+        if job.pid is not None and launcher is not None and launcher.alive:
+            launcher.signal(job.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+
+    def release(self, job_id: str, principal: Principal | None = None) -> Job:
+        """Let a held job be scheduled. Its owner may release it if they may submit; anyone
+        who may stop it may too."""
+        job, entry = self._readable(job_id, principal)
+        if principal is not None:
+            own = job.owner_name == principal.name and self.hooks.authorize(
+                principal, Action.SUBMIT, job
+            )
+            if not own and not self.hooks.authorize(principal, Action.STOP, job):
+                raise PermissionDenied(f"{principal.name!r} may not release job {job.id}")
+        moved = None
+        if entry is not None:
+            with entry.notifier:
+                if entry.job.state is JobState.HELD:
+                    moved = transition(entry.job, JobState.QUEUED)
+                    self._publish(entry, moved)
+        if moved is None or entry is None:
+            state = (entry.job if entry else job).state.value
+            raise FailedPrecondition(f"job {job.id} is {state}: only a held job can be released")
+        self._fire_events(entry)
+        self._enqueue(entry)
+        return entry.job
+
+    def usage(self, job_id: str, principal: Principal | None = None) -> dict[str, int | float]:
+        """What a running or paused job uses now (``cpu_seconds``, ``memory_current``), from
+        a plugin that can tell (``cgroups``); empty for other jobs."""
+        job, entry = self._readable(job_id, principal)
+        if entry is None or entry.job.state not in ACTIVE_STATES or entry.job.pid is None:
+            return {}
+        try:
+            return dict(self.hooks.job_usage(entry.job) or {})
+        except Exception:
+            log.exception("job %s: job_usage failed", job.id)
+            return {}
+
+    @property
+    def queue_depth(self) -> int:
+        """Jobs waiting in the queue (QUEUED, not HELD)."""
+        return self._queue.queued if self._queue is not None else 0
 
     # -------------------------------------------------------------------------------------
     # purge

@@ -2,7 +2,14 @@
 
 Project name ``worker``; third-party plugins register under the ``worker.plugins`` entry-point
 group and mark their implementations with :data:`worker_core.hookimpl`. Unless a spec says
-otherwise, every implementation is called and the results are collected in a list.
+otherwise, every implementation is called and the results are collected in a list; the first
+implementation that raises ends the call (pluggy's rule), and the exception reaches the
+engine. The observer hooks ``post_exit``, ``on_state_change`` and ``on_output`` are the
+exception: each implementation runs in isolation (their specs say so).
+
+Wrappers (``@hookimpl(wrapper=True)``, or the old-style ``hookwrapper=True``) are supported on
+every hook and run around the implementations the pluggy way. ``WORKER_TRACE_PLUGINS=1``
+logs every implementation's call (logger ``worker.plugins.trace``).
 
 Threads: the engine is thread-safe and its hooks fire on its own threads, named in each spec.
 A hook must not block for long on the output thread (``on_output``) or it delays every job's
@@ -114,6 +121,39 @@ def signal_job(job: Job, signum: int) -> bool | None:
     """
 
 
+@hookspec(firstresult=True)
+def freeze_job(job: Job, frozen: bool) -> bool | None:
+    """Freeze (``frozen=True``) or thaw every process of ``job``; return ``True`` if done.
+
+    The engine calls this to pause and resume a job. A plugin that holds the whole job
+    (``cgroups``: ``cgroup.freeze`` on v2, the freezer controller on v1) answers; without one
+    the engine sends SIGSTOP / SIGCONT to the job's process group and its descendants.
+
+    Fires on the thread pausing or resuming the job. Stops at the first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def job_usage(job: Job) -> dict[str, int | float] | None:
+    """What a running or paused ``job`` uses now: ``cpu_seconds``, ``memory_current`` (bytes).
+
+    Read from the job's cgroup by ``cgroups``; shown by ``get`` while the job runs. Must be
+    cheap (a few file reads). Fires on the thread asking. Stops at the first non-None result.
+    """
+
+
+@hookspec
+def admit(job: Job) -> str | None:
+    """May the scheduler start ``job`` (QUEUED, its dependencies met, within every budget) now?
+
+    Return None to let it start, or a short reason to keep it queued a while (its queue
+    reason becomes ``plugin`` and the message says the reason); the scheduler asks again
+    at its next pass (when any job ends, or every few seconds). Raising is logged and
+    counts as no answer. Fires on the scheduler's thread, for every start; must be cheap.
+    All implementations are called; any reason delays the job.
+    """
+
+
 @hookspec
 def post_exit(job: Job, result: ExitResult) -> None:
     """The job's process has ended (or never started); clean up and report facts.
@@ -121,10 +161,16 @@ def post_exit(job: Job, result: ExitResult) -> None:
     ``job`` is the last snapshot before the job ends; ``result`` carries the exit code or
     signal and rusage figures. A plugin may set ``result.oom_killed`` and add to
     ``result.facts`` (``memory_peak``, ``cpu_seconds``); the engine folds them into the final
-    record. Remove per-job resources here. Must not raise (a raising plugin is logged and the
-    others still run).
+    record. Remove per-job resources here.
 
-    Fires on an engine finalizer thread, after the job's output has been read to the end.
+    Each implementation runs in isolation: one that raises is logged, naming the plugin, and
+    the others still run. A wrapper (``wrapper=True`` or ``hookwrapper=True``) runs once
+    around all of them; its ``yield`` returns when every implementation has run and never
+    raises (their errors are logged, not passed to it); an error in the wrapper itself is
+    logged too and does not stop the implementations inside it.
+
+    Fires on an engine finalizer thread, after the job's output has been read to the end (on
+    the submitting thread for a job that failed to start).
     """
 
 
@@ -132,8 +178,14 @@ def post_exit(job: Job, result: ExitResult) -> None:
 def on_state_change(job: Job, previous: JobState | None) -> None:
     """``job`` has just moved from ``previous`` to ``job.state`` (``previous`` is None on submit).
 
-    For observers (audit logs, metrics) and for output stores, which close a job's log when
-    it reaches ENDED. Must not block or raise. Fires on whichever engine thread made the change.
+    For observers (audit logs, metrics). Must not block. Fires on whichever engine thread
+    made the change, after the new record was handed to the job store; calls for one job
+    come in the order of its transitions, one at a time.
+
+    Each implementation runs in isolation: one that raises is logged, naming the plugin, and
+    the others still see the event. A wrapper runs once around all of them; its ``yield``
+    returns when every implementation has run and never raises; an error in the wrapper
+    itself is logged and does not stop the implementations inside it.
     """
 
 
@@ -165,8 +217,14 @@ def authorize(principal: Principal, action: Action, job: Job | None) -> bool | N
 def on_output(job: Job, chunk: Chunk) -> None:
     """Every chunk of output, in order within its stream, as it is read from the job.
 
-    Fires on the engine's output thread, which serves every job: do not block (queue work
-    elsewhere). Must not raise. The job is not slowed by a follower; it is by a slow hook.
+    Fires on the engine's output thread, which serves every job, after the output store has
+    kept the chunk: do not block (queue work elsewhere). The job is not slowed by a follower;
+    it is by a slow hook.
+
+    Each implementation runs in isolation: one that raises is logged, naming the plugin, and
+    the others still get the chunk. A wrapper runs once around all of them; its ``yield``
+    returns when every implementation has run and never raises; an error in the wrapper
+    itself is logged and does not stop the implementations inside it.
     """
 
 
@@ -178,8 +236,8 @@ def output_store(engine: Engine) -> OutputStore | None:
     wins; ``spool`` keeps output in files under :attr:`Engine.state_dir`. Only the store
     returned here receives output (through :class:`~worker_core.plugin.OutputStore`'s
     methods); the engine calls no other. Fires once, on the thread calling
-    :meth:`Engine.start`, after the state directory is locked. Stops at the first non-None
-    result.
+    :meth:`Engine.start`, after the state directory is locked and the job store chosen.
+    Stops at the first non-None result.
     """
 
 
@@ -190,8 +248,8 @@ def job_store(engine: Engine) -> JobStore | None:
     The built-in ``memory`` plugin answers last (``trylast``); ``sqlite`` keeps records in a
     database under :attr:`Engine.state_dir`, so they outlive the process. Fires once, on the
     thread calling :meth:`Engine.start`, after the state directory is locked and before
-    recovery. Raising aborts startup (a corrupt database). Stops at the first non-None
-    result.
+    recovery. Raising aborts startup (a corrupt database); so does no answer at all.
+    Stops at the first non-None result.
     """
 
 
@@ -206,4 +264,30 @@ def register_commands(cli: click.Group) -> None:
 
     Fires on the main thread when the ``worker`` program starts, for every installed plugin,
     before arguments are parsed. A plugin adds its commands with ``cli.add_command(...)``.
+    """
+
+
+# -------------------------------------------------------------------------------------------
+# transports
+# -------------------------------------------------------------------------------------------
+
+
+@hookspec
+def serve_transports(engine: Engine) -> object | None:
+    """A transport for ``worker serve`` to run in front of ``engine``, or None to offer none.
+
+    The object returned has ``name`` (a short string, ``"grpc"``), ``async start(engine) ->
+    list[str]`` (begin serving ``engine``; return the addresses it listens on, such as
+    ``"127.0.0.1:50051"``; raise :class:`~worker_core._errors.ConfigError` with one line that
+    names an address it cannot bind) and ``async stop(grace: float) -> None`` (stop
+    accepting, give open calls ``grace`` seconds, cancel the rest). ``worker serve`` starts
+    every transport returned and, on SIGTERM or SIGINT, stops every job first, then every
+    transport; with no transport at all it refuses to start.
+
+    Fires once, on the main thread of ``worker serve``, after every plugin is configured and
+    before the engine starts: read and check files here (raising stops serve with the
+    message, before any job could run), but do not listen yet and do not change the engine.
+    ``start`` and ``stop`` then run on serve's one asyncio event loop, on the main thread,
+    which every transport shares: they and the calls they serve must never block it (engine
+    calls that wait go through ``engine.aio``). All results are collected.
     """

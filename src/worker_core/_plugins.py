@@ -18,6 +18,7 @@ import pluggy
 
 from . import _hookspecs as hookspecs
 from ._errors import PluginError
+from ._hookcalls import HookFailed, WorkerPluginManager, trace_requested
 
 if TYPE_CHECKING:
     import click
@@ -132,8 +133,9 @@ def config_reference(distribution: str | None = None) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def make_plugin_manager() -> pluggy.PluginManager:
-    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+def make_plugin_manager() -> WorkerPluginManager:
+    """A plugin manager with every hook spec; nothing registered yet."""
+    pm = WorkerPluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     return pm
 
@@ -194,13 +196,21 @@ def hook_names(plugin: object) -> list[str]:
 
 
 class Hooks:
-    """Typed calls into ``pm.hook``, so the engine calls methods rather than ``pm.hook.x(**kw)``."""
+    """Typed calls into ``pm.hook``, so the engine calls methods rather than ``pm.hook.x(**kw)``.
 
-    def __init__(self, pm: pluggy.PluginManager) -> None:
+    Each method is named after the hook it calls. The observer hooks (``post_exit``,
+    ``on_state_change``, ``on_output``) return what their implementations raised instead of
+    raising: each implementation runs in isolation (see :mod:`worker_core._hookcalls`).
+    ``WORKER_TRACE_PLUGINS=1`` in the environment when this object is made logs every call.
+    """
+
+    def __init__(self, pm: WorkerPluginManager) -> None:
         self._pm = pm
+        if trace_requested():
+            pm.enable_plugin_trace()
 
     @property
-    def manager(self) -> pluggy.PluginManager:
+    def manager(self) -> WorkerPluginManager:
         return self._pm
 
     def has_authorizer(self) -> bool:
@@ -209,20 +219,6 @@ class Hooks:
         return any(
             not (i.wrapper or i.hookwrapper) for i in self._pm.hook.authorize.get_hookimpls()
         )
-
-    def _call_each(self, hook_name: str, **kwargs: Any) -> list[BaseException]:
-        """Call every (non-wrapper) implementation in isolation: one raising must not keep the
-        others, the output store last among them, from seeing the event."""
-        errors: list[BaseException] = []
-        # pluggy's order: last registered first; wrappers are not meaningful for these hooks.
-        for impl in reversed(getattr(self._pm.hook, hook_name).get_hookimpls()):
-            if impl.wrapper or impl.hookwrapper:
-                continue
-            try:
-                impl.function(*(kwargs[name] for name in impl.argnames))
-            except Exception as exc:
-                errors.append(exc)
-        return errors
 
     def configure(self, engine: Engine, config: Config) -> None:
         self._pm.hook.configure(engine=engine, config=config)
@@ -246,12 +242,26 @@ class Hooks:
     def signal_job(self, job: Job, signum: int) -> bool:
         return bool(self._pm.hook.signal_job(job=job, signum=signum))
 
-    def post_exit(self, job: Job, result: ExitResult) -> list[BaseException]:
-        """Every ``post_exit``, each in isolation: one failing must not skip the others' cleanup."""
-        return self._call_each("post_exit", job=job, result=result)
+    def freeze_job(self, job: Job, frozen: bool) -> bool:
+        return bool(self._pm.hook.freeze_job(job=job, frozen=frozen))
 
-    def on_state_change(self, job: Job, previous: JobState | None) -> list[BaseException]:
-        return self._call_each("on_state_change", job=job, previous=previous)
+    def job_usage(self, job: Job) -> dict[str, int | float] | None:
+        usage: dict[str, int | float] | None = self._pm.hook.job_usage(job=job)
+        return usage
+
+    def admit(self, job: Job) -> str | None:
+        """The first reason a plugin gives to keep ``job`` queued, or None."""
+        for reason in self._pm.hook.admit(job=job):
+            if reason:
+                return str(reason)
+        return None
+
+    def post_exit(self, job: Job, result: ExitResult) -> list[HookFailed]:
+        """Every ``post_exit``, each in isolation: one failing must not skip the others' cleanup."""
+        return self._pm.call_isolated("post_exit", job=job, result=result)
+
+    def on_state_change(self, job: Job, previous: JobState | None) -> list[HookFailed]:
+        return self._pm.call_isolated("on_state_change", job=job, previous=previous)
 
     def authorize(self, principal: Principal, action: Action, job: Job | None) -> bool:
         answers = self._pm.hook.authorize(principal=principal, action=action, job=job)
@@ -261,8 +271,8 @@ class Hooks:
             return any(a is True for a in answers)
         return True
 
-    def on_output(self, job: Job, chunk: Chunk) -> list[BaseException]:
-        return self._call_each("on_output", job=job, chunk=chunk)
+    def on_output(self, job: Job, chunk: Chunk) -> list[HookFailed]:
+        return self._pm.call_isolated("on_output", job=job, chunk=chunk)
 
     def output_store(self, engine: Engine) -> OutputStore | None:
         store: OutputStore | None = self._pm.hook.output_store(engine=engine)
@@ -279,3 +289,7 @@ class Hooks:
         for name, plugin in self._pm.list_name_plugin():
             if plugin is not None:
                 yield name, plugin
+
+    def serve_transports(self, engine: Engine) -> list[Any]:
+        """Every transport the enabled plugins offer ``worker serve`` (their non-None answers)."""
+        return list(self._pm.hook.serve_transports(engine=engine))

@@ -30,6 +30,12 @@ class TrackedJob:
     stop_reason: EndReason | None = None
     pidfd: int | None = None  # refers to exactly this job's main process, even after a reap
     kill_timer: Timer | None = None
+    timeout_timer: Timer | None = None
+    timeout_deadline: float | None = None  # monotonic; while running
+    timeout_left: float | None = None  # seconds of time limit left; while paused
+    # Resolved at submit; None for a job recovered after a restart (resolved at start).
+    executable: str | None = None
+    cwd: str | None = None
     other_timers: list[Timer] = attrs.Factory(list)
     offsets: dict[Stream, int] = attrs.Factory(lambda: {Stream.STDOUT: 0, Stream.STDERR: 0})
     lost_bytes: int = 0  # output the store could not keep (output thread only)

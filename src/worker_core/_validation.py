@@ -7,6 +7,7 @@ and no field set that no enabled plugin enforces.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -92,6 +93,16 @@ def check_labels(spec: JobSpec) -> None:
                 "a label key is 1-63 letters, digits or ._-/ starting with a letter or digit",
             )
         _printable(f"labels[{key!r}]", value, MAX_LABEL_VALUE)
+
+
+def check_begin(spec: JobSpec) -> None:
+    begin = spec.begin_at
+    if begin is None:
+        return
+    if isinstance(begin, bool) or not isinstance(begin, int | float) or not math.isfinite(begin):
+        raise InvalidSpec("begin_at", f"must be a time in seconds since the epoch, got {begin!r}")
+    if begin < 0:
+        raise InvalidSpec("begin_at", f"must not be before 1970, got {begin}")
 
 
 def check_idempotency_key(key: str | None) -> None:
