@@ -108,6 +108,28 @@ class AsyncEngine:
         removed: builtins.list[str] = await self._run(self._engine.purge_matching, query, principal)
         return removed
 
+    async def signal(self, job_id: str, signum: int, principal: Principal | None = None) -> Job:
+        job: Job = await self._run(self._engine.signal, job_id, signum, principal)
+        return job
+
+    async def pause(self, job_id: str, principal: Principal | None = None) -> Job:
+        job: Job = await self._run(self._engine.pause, job_id, principal)
+        return job
+
+    async def resume(self, job_id: str, principal: Principal | None = None) -> Job:
+        job: Job = await self._run(self._engine.resume, job_id, principal)
+        return job
+
+    async def release(self, job_id: str, principal: Principal | None = None) -> Job:
+        job: Job = await self._run(self._engine.release, job_id, principal)
+        return job
+
+    async def usage(
+        self, job_id: str, principal: Principal | None = None
+    ) -> dict[str, int | float]:
+        usage: dict[str, int | float] = await self._run(self._engine.usage, job_id, principal)
+        return usage
+
     async def wait(
         self, job_id: str, timeout: float | None = None, principal: Principal | None = None
     ) -> Job:

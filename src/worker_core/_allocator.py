@@ -4,15 +4,15 @@ Job output moves through the server in buffers of up to a MiB: a pipe read, a Ta
 its TLS frames. glibc serves each allocation over 128 KiB with a fresh ``mmap`` and returns
 it with ``munmap`` on free, and gives the top of its heap back to the kernel as soon as
 128 KiB of it is free; so every such buffer costs two system calls and a page fault per
-4 KiB touched, again and again. Measured on a 2-core VM, reading 1 GiB from a pipe in 1 MiB
-reads cost 1.79 s of CPU with the defaults and 0.14 s with the settings below, and a Tail
-follower's throughput roughly doubled.
+4 KiB touched, again and again. With the settings below a buffer's memory is reused instead:
+reading from a pipe costs several times less CPU and a Tail follower is markedly faster (the
+figures, and how to measure them again, are in ``bench/README.md``, "Figures behind the code").
 
 With them, up to :data:`TRIM_THRESHOLD` of free memory at the top of a heap stays with the
 process for reuse (more is returned at once), and memory freed between buffers still in use
 stays until :func:`release_free_memory` hands it back. Two things ask for that, on a
-background thread: the output broker after dropping 64 MiB or more of output, and ``worker
-serve`` every 10 s when more than 256 MiB is held free (:func:`release_if_free_above`).
+background thread: the memory output store after dropping 64 MiB or more of output, and
+``worker serve`` every 10 s when more than 256 MiB is held free (:func:`release_if_free_above`).
 
 Process-wide, so only the program that owns the process decides: ``worker serve`` calls
 :func:`tune_for_streaming` at startup; a program embedding the engine may call it too. On a
@@ -85,8 +85,9 @@ def tune_for_streaming() -> bool:
 def release_free_memory() -> bool:
     """Return the allocator's free memory (in every arena) to the kernel. True if any was.
 
-    Takes milliseconds per 100 MiB freed (72 ms after 1 GiB was freed, measured), so a
-    thread that must not stall calls :func:`release_free_memory_soon` instead.
+    It walks every free page it hands back, so it takes time in proportion to the memory
+    freed (``bench/README.md`` has a figure): a thread that must not stall calls
+    :func:`release_free_memory_soon` instead.
     """
     libc = _glibc()
     if libc is None:

@@ -166,11 +166,7 @@ class Engine:
                 self._pm.hook.signal_job.get_hookimpls() or self._pm.hook.post_exit.get_hookimpls()
             )
             self._timers = TimerQueue()
-            self._queue = Scheduler(
-                self._settings,
-                Host.detect(),
-                lambda item: self.hooks.admit(cast(TrackedJob, item).job),
-            )
+            self._queue = Scheduler(self._settings, Host.detect(), self.hooks.admit)
             self._finalizer = ThreadPoolExecutor(
                 max_workers=4, thread_name_prefix="worker-finalizer"
             )
@@ -456,7 +452,7 @@ class Engine:
         must_wait = spec.hold or bool(spec.after) or not self._begin_due(spec)
         reason = None
         if not must_wait:
-            reason = sched.try_start_now(job.id, spec, job.owner_name)
+            reason = sched.try_start_now(job)
         if spec.hold:
             job = attrs.evolve(job, state=JobState.HELD)
         elif must_wait or reason is not None:
@@ -558,7 +554,9 @@ class Engine:
                 if self._closed:
                     self._sched().unreserve(entry.job.id)
                     continue
-                self._start_queued(entry)
+                # Never on the thread that called: that may be the launcher's reader, which
+                # must stay free to read the answer to this very spawn.
+                self._submit_background(self._start_queued, entry)
 
     def _start_queued(self, entry: TrackedJob) -> None:
         with entry.notifier:

@@ -101,7 +101,10 @@ def pre_spawn(job: Job, plan: SpawnPlan) -> None:
     process failed to start, so undo them there. Raising :class:`InvalidSpec` or
     :class:`WorkerError` fails the job to start with that message.
 
-    Fires on the submitting thread. All implementations are called.
+    Fires on the submitting thread for a job that starts at once; for one that waited in the
+    queue, on the thread whose scheduling pass admitted it (a finalizer thread when another
+    job ended, the thread releasing a held job, the engine's timer thread at a begin time).
+    All implementations are called.
     """
 
 
@@ -146,11 +149,18 @@ def job_usage(job: Job) -> dict[str, int | float] | None:
 def admit(job: Job) -> str | None:
     """May the scheduler start ``job`` (QUEUED, its dependencies met, within every budget) now?
 
-    Return None to let it start, or a short reason to keep it queued a while (its queue
-    reason becomes ``plugin`` and the message says the reason); the scheduler asks again
-    at its next pass (when any job ends, or every few seconds). Raising is logged and
-    counts as no answer. Fires on the scheduler's thread, for every start; must be cheap.
-    All implementations are called; any reason delays the job.
+    Return None to let it start, or a short reason to keep it queued for now (its queue
+    reason becomes ``plugin``); the scheduler asks again at its next pass (when a job ends,
+    or another is queued or released). Any reason delays the job.
+
+    Each implementation runs in isolation: one that raises is logged, naming the plugin, and
+    counts as no answer; the others are still asked. A wrapper runs once around all of them;
+    its ``yield`` returns their answers and never raises.
+
+    Fires on the thread making the scheduling pass (the submitting or releasing thread, a
+    finalizer thread when a job ends, the engine's timer thread at a begin time), for every
+    start of a queued job, under the scheduler's lock: be cheap and never call back into the
+    engine.
     """
 
 
@@ -164,13 +174,13 @@ def post_exit(job: Job, result: ExitResult) -> None:
     record. Remove per-job resources here.
 
     Each implementation runs in isolation: one that raises is logged, naming the plugin, and
-    the others still run. A wrapper (``wrapper=True`` or ``hookwrapper=True``) runs once
-    around all of them; its ``yield`` returns when every implementation has run and never
-    raises (their errors are logged, not passed to it); an error in the wrapper itself is
-    logged too and does not stop the implementations inside it.
+    the others still run. A wrapper runs once around all of them (``wrapper=True``, or the
+    old-style ``hookwrapper=True``); its ``yield`` returns when every implementation has run
+    and never raises (their errors are logged, not passed to it); an error in the wrapper
+    itself is logged too and does not stop the implementations inside it.
 
-    Fires on an engine finalizer thread, after the job's output has been read to the end (on
-    the submitting thread for a job that failed to start).
+    Fires on an engine finalizer thread, after the job's output has been read to the end (for
+    a job that failed to start, inline on the thread that was starting it).
     """
 
 

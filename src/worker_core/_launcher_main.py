@@ -95,7 +95,7 @@ def _check(result: int, stage: str, what: str) -> None:
 
 
 #: Signals whose disposition the launcher changes; everything else it set to SIG_DFL at start,
-#: so the child only has these to undo (a loop over every signal costs ~0.1 ms per job).
+#: so the child only has these to undo, not a loop over every signal on each job's start.
 _LAUNCHER_SIGNALS = (signal.SIGCHLD, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ)
 
 
@@ -388,7 +388,8 @@ class Launcher:
     def _posix_spawn(
         self, plan: dict[str, Any], out_fd: int, err_fd: int
     ) -> tuple[int, dict[str, Any] | None]:
-        """The fast path for a job with nothing to apply in the child (vfork: ~0.1 ms, not ~1 ms).
+        """The fast path for a job with nothing to apply in the child: posix_spawn (vfork) does
+        not copy the launcher's page tables as fork does (``bench/README.md`` has figures).
 
         Everything else the child needs holds by construction: the launcher's own descriptors
         are close-on-exec, its signal dispositions were reset at start, its ``oom_score_adj``

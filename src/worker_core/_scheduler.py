@@ -86,14 +86,24 @@ def dependency_outcome(kind: DependencyKind, ended: Job | None) -> bool | None:
 class _Waiting:
     """A job that waits in the scheduler. ``item`` is the engine's own handle."""
 
-    job_id: str
-    owner: str | None
-    priority: int
+    job: Job
     demand: Demand
     item: object
     pending: dict[str, DependencyKind] = attrs.Factory(dict)
     begin_due: bool = True
     reason: QueueReason | None = None
+
+    @property
+    def job_id(self) -> str:
+        return self.job.id
+
+    @property
+    def owner(self) -> str | None:
+        return self.job.owner_name
+
+    @property
+    def priority(self) -> int:
+        return self.job.spec.priority
 
 
 @attrs.frozen
@@ -113,7 +123,7 @@ class Scheduler:
         self,
         settings: EngineSettings,
         host: Host,
-        admit: Callable[[object], str | None] | None = None,
+        admit: Callable[[Job], str | None] | None = None,
     ) -> None:
         self._settings = settings
         self._host = host
@@ -194,16 +204,18 @@ class Scheduler:
 
     # -- arrivals ---------------------------------------------------------------------------
 
-    def try_start_now(self, job_id: str, spec: JobSpec, owner: str | None) -> QueueReason | None:
+    def try_start_now(self, job: Job) -> QueueReason | None:
         """For a new job with nothing to wait for: reserve and return None if it may start at
         once (nothing of its priority or higher is waiting), or the reason it must queue."""
-        demand = self.demand(spec, owner)
+        demand = self.demand(job.spec, job.owner_name)
         with self._lock:
-            if any(p >= spec.priority and q for p, q in self._ready.items()):
+            if any(p >= job.spec.priority and q for p, q in self._ready.items()):
                 return QueueReason.PRIORITY
             blocker = self._blocker(demand)
+            if blocker is None and self._admit is not None and self._admit(job):
+                blocker = QueueReason.PLUGIN
             if blocker is None:
-                self._reserve(job_id, demand)
+                self._reserve(job.id, demand)
             return blocker
 
     def enqueue(
@@ -215,9 +227,7 @@ class Scheduler:
     ) -> Decision:
         """A QUEUED job waits here until it may start. ``dependencies`` pairs each of its
         dependencies with the record of the job it names (None if that record is gone)."""
-        waiting = _Waiting(
-            job.id, job.owner_name, job.spec.priority, self.demand(job.spec, job.owner_name), item
-        )
+        waiting = _Waiting(job, self.demand(job.spec, job.owner_name), item)
         waiting.begin_due = begin_due
         for dependency, record in dependencies:
             outcome = dependency_outcome(dependency.kind, record)
@@ -345,7 +355,7 @@ class Scheduler:
                     queue = level[owner]
                     waiting = queue[0]
                     reason = self._blocker(waiting.demand)
-                    if reason is None and self._admit is not None and self._admit(waiting.item):
+                    if reason is None and self._admit is not None and self._admit(waiting.job):
                         reason = QueueReason.PLUGIN
                     if reason is None:
                         queue.popleft()

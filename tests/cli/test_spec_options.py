@@ -8,8 +8,15 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from worker_core import IOLimit, Isolation, JobSpec, Limits
-from worker_plugins.cli.spec_options import build_spec, parse_size, spec_options
+from worker_core import Engine, InvalidSpec, IOLimit, Isolation, JobSpec, Limits
+from worker_plugins.cli.spec_options import (
+    SPEC_FLAGS,
+    build_spec,
+    flag_for,
+    in_flag_terms,
+    parse_size,
+    spec_options,
+)
 
 
 @click.command()
@@ -199,3 +206,54 @@ def test_build_spec_maps_model_errors_to_the_flag() -> None:
     with pytest.raises(click.BadParameter) as info:
         build_spec("true", io_read_iops=[("8:0", -5)])
     assert info.value.param_hint == "--io-read-iops"
+
+
+# --- one table: flags, fields and the names errors use ------------------------------------------
+
+
+def test_the_table_is_what_the_command_offers() -> None:
+    offered = {param.name: param.opts for param in show.params if isinstance(param, click.Option)}
+    assert offered == {flag.keyword: list(flag.names) for flag in SPEC_FLAGS}
+
+
+def test_every_field_named_by_the_table_names_its_flag_back() -> None:
+    for flag in SPEC_FLAGS:
+        assert flag_for(flag.field) == flag.flag
+
+
+@pytest.mark.parametrize(
+    ("field", "flag"),
+    [
+        ("isolation.uid", "--uid"),
+        ("limits.memory_max", "--memory"),
+        ("limits.io.write_iops", "--io-write-iops"),
+        ("env['A']", "--env"),
+        ("options.demo.level", "--option"),
+        ("options['demo.level']", "--option"),
+        ("limits.io", "--io-read-bps/--io-write-bps/--io-read-iops/--io-write-iops"),
+        ("limits.io[0].device", "--io-read-bps/--io-write-bps/--io-read-iops/--io-write-iops"),
+        ("command", None),
+        ("args[0]", None),
+        ("environment", None),
+    ],
+)
+def test_fields_from_the_engine_or_a_server_name_the_flag(field: str, flag: str | None) -> None:
+    assert flag_for(field) == flag
+
+
+def test_a_refusal_by_the_engine_is_told_in_flag_terms() -> None:
+    # The flags parse; an engine with no cgroups plugin then refuses the limit. The message
+    # names what the user typed, not the internal field.
+    spec = build_spec("true", memory=64 << 20)
+    with Engine() as engine, pytest.raises(InvalidSpec) as info:
+        engine.submit(spec)
+    assert info.value.field == "limits.memory_max"
+    assert in_flag_terms(info.value.field, info.value.problem) == (
+        "--memory: is set but no enabled plugin enforces it (enable 'cgroups')"
+    )
+    assert in_flag_terms("command", "must not be empty") == "command: must not be empty"
+
+
+def test_build_spec_refuses_a_keyword_no_flag_has() -> None:
+    with pytest.raises(TypeError, match="memroy"):
+        build_spec("true", memroy=1)

@@ -15,7 +15,7 @@ from worker_core._plugins import config_reference, config_sections
 from worker_core.cli import build_cli
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "CONFIGURATION.md"
-BUILTIN_SECTIONS = {"cgroups", "grpc", "memory", "rbac", "runas"}
+BUILTIN_SECTIONS = {"cgroups", "grpc", "memory", "rbac", "runas", "spool", "sqlite"}
 
 
 def test_every_builtin_plugin_with_settings_declares_them() -> None:
@@ -31,7 +31,9 @@ def test_the_doc_matches_the_code() -> None:
     )
 
 
-def test_the_reference_lists_every_key_with_its_default_and_is_valid_config() -> None:
+def test_the_reference_lists_every_key_with_its_default_and_is_valid_config(
+    tmp_path: Path,
+) -> None:
     reference = config_reference("worker")
     for name, cls, _ in config_sections():
         for field in attrs.fields(cls):
@@ -46,6 +48,14 @@ def test_the_reference_lists_every_key_with_its_default_and_is_valid_config() ->
     config = Config.from_mapping(tomllib.loads(filled))
     assert config.engine == EngineSettings()
     assert set(config.plugins) == BUILTIN_SECTIONS
+    # As a file too: what an operator copies into server.toml loads, and each section reads.
+    path = tmp_path / "server.toml"
+    path.write_text(filled)
+    loaded = Config.load(path)
+    assert loaded.engine == EngineSettings()
+    for name, cls, _ in config_sections():
+        if name in BUILTIN_SECTIONS:
+            assert loaded.section(name, cls) == config.section(name, cls), name
 
 
 def test_serve_help_and_plugins_print_it() -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from worker_core import ConfigError, Principal
-from worker_plugins.rbac.policy import Permission, Policy, format_path, load
+from worker_core._toml_errors import format_path
+from worker_plugins.rbac.policy import Permission, Policy, load
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "policy.toml"
 EXPECTED = "expected one of: read:all, read:own, stop:all, stop:own, submit"

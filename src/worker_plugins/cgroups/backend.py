@@ -42,6 +42,23 @@ class CgroupStats:
     cpu_seconds: float | None = None
 
 
+@attrs.frozen
+class CgroupUsage:
+    """What a live job's cgroup uses now; None where the host does not say."""
+
+    cpu_seconds: float | None = None
+    memory_current: int | None = None
+
+    def as_dict(self) -> dict[str, int | float]:
+        """The figures the host gave, as ``job_usage`` reports them."""
+        usage: dict[str, int | float] = {}
+        if self.cpu_seconds is not None:
+            usage["cpu_seconds"] = self.cpu_seconds
+        if self.memory_current is not None:
+            usage["memory_current"] = self.memory_current
+        return usage
+
+
 def check_job_id(job_id: str) -> None:
     # The id becomes a directory name; anything else would escape the parent.
     if not job_id or "/" in job_id or job_id in {".", ".."} or "\0" in job_id:
@@ -96,8 +113,20 @@ class Backend(abc.ABC):
         """Perform one write in the job's cgroup of ``write.controller``."""
 
     @abc.abstractmethod
-    def _set_frozen(self, job_id: str, frozen: bool) -> bool:
-        """Freeze (waiting, bounded, until frozen) or thaw; False if the host cannot freeze."""
+    def usage(self, job_id: str) -> CgroupUsage:
+        """CPU time and current memory of the job's cgroup, read now (a few file reads)."""
+
+    @abc.abstractmethod
+    def _can_freeze(self) -> bool:
+        """Whether job cgroups here have a freezer."""
+
+    @abc.abstractmethod
+    def _write_freezer(self, job_id: str, frozen: bool) -> None:
+        """Ask the kernel to freeze or thaw the job's cgroup; raises CgroupError."""
+
+    @abc.abstractmethod
+    def _freezer_settled(self, job_id: str, frozen: bool) -> bool:
+        """Whether the kernel reports the job's cgroup as ``frozen`` (True if it cannot tell)."""
 
     @abc.abstractmethod
     def _kill_all(self, job_id: str) -> bool:
@@ -148,20 +177,28 @@ class Backend(abc.ABC):
                 pids.update(fs.read_pids(path / "cgroup.procs"))
         return sorted(pids)
 
-    def kill(self, job_id: str, signum: int) -> None:
+    def kill(self, job_id: str, signum: int, *, paused: bool = False) -> None:
         """Deliver ``signum`` to every process of the job, including daemonized descendants.
 
         SIGKILL uses the kernel's ``cgroup.kill`` where there is one. Otherwise the cgroup is
         frozen first, so nothing can fork or exit (and have its pid reused) between reading
         ``cgroup.procs`` and signalling it, then thawed so the signal is acted on.
+
+        ``paused``: the job was frozen by :meth:`freeze` and must stay frozen; the signal
+        stays pending until it is thawed. SIGKILL is the exception: it thaws the job, because
+        a task frozen by the v1 freezer does not die until it runs again.
         """
         if not self.exists(job_id) or not self.procs(job_id):
             # Nothing to signal, and nothing can join a job's cgroup from outside: skip the
             # freeze and thaw (most calls come after the job's last process has exited).
             return
         if signum == signal.SIGKILL and self._kill_all(job_id):
+            if paused:
+                # v2 kills frozen tasks, but an empty cgroup left frozen would surprise
+                # whoever looks at it next.
+                self._set_frozen(job_id, False)
             return
-        frozen = self._set_frozen(job_id, True)
+        frozen = paused or self._set_frozen(job_id, True)
         try:
             # Without a freezer a process may fork while we read: go round a few times.
             for _ in range(1 if frozen else 5):
@@ -170,8 +207,46 @@ class Backend(abc.ABC):
                     break
                 _signal_all(pids, signum)
         finally:
-            if frozen:
+            if frozen and (signum == signal.SIGKILL or not paused):
                 self._set_frozen(job_id, False)
+
+    def freeze(self, job_id: str, frozen: bool) -> bool:
+        """Freeze (pause) or thaw (resume) every process of the job; False without a freezer.
+
+        Waits, at most ``freeze_timeout`` seconds, until the kernel reports the new state. A
+        freeze that does not complete in time (a task stuck in uninterruptible sleep) is
+        undone and raises :class:`~.fs.CgroupError`: the job is left running, never half
+        frozen while reported paused. A thaw cannot fail that way and is not undone.
+        """
+        if not self._can_freeze():
+            return False
+        self._write_freezer(job_id, frozen)
+        if fs.wait_until(lambda: self._freezer_settled(job_id, frozen), self.freeze_timeout):
+            return True
+        if frozen:
+            with contextlib.suppress(fs.CgroupError):
+                self._write_freezer(job_id, False)
+            raise fs.CgroupError(
+                f"job {job_id}: not frozen after {self.freeze_timeout:g} s (a process in "
+                "uninterruptible sleep?); it was thawed and keeps running"
+            )
+        log.warning("job %s: thaw requested but not yet reported by the kernel", job_id)
+        return True
+
+    def _set_frozen(self, job_id: str, frozen: bool) -> bool:
+        """Freeze or thaw around a signal; False if the job cannot be frozen.
+
+        A freeze that is slow to complete is not an error here: after the bounded wait the
+        signal goes out anyway (most processes are frozen, and the rest get it too).
+        """
+        if not self._can_freeze():
+            return False
+        try:
+            self._write_freezer(job_id, frozen)
+        except fs.CgroupError:
+            return False
+        fs.wait_until(lambda: self._freezer_settled(job_id, frozen), self.freeze_timeout)
+        return True
 
     def remove(self, job_id: str, timeout: float | None = None) -> bool:
         """Kill what is left and remove the job's cgroups, retrying for ``timeout`` seconds.

@@ -6,11 +6,10 @@ Enable it with ``--plugins cgroups``; configure it in ``[plugins.cgroups]``
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
+import contextlib
 import logging
 import os
-import tempfile
+import signal
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -33,6 +32,7 @@ from .backend import Backend
 from .config import CgroupsConfig
 from .detect import detect
 from .limits import check_ranges, enforced_fields
+from .parent_lock import ParentLock, lock_path
 from .v1 import V1Backend
 from .v2 import V2Backend
 
@@ -51,8 +51,12 @@ def make_backend(config: CgroupsConfig) -> Backend:
 
 @attrs.define
 class _JobCgroup:
-    # Serializes freeze/kill/thaw and removal of one job's cgroup across engine threads.
+    # Serializes pause/resume, freeze/kill/thaw and removal of one job's cgroup across
+    # engine threads.
     lock: threading.Lock = attrs.Factory(threading.Lock)
+    # Frozen by freeze_job (a pause), as opposed to the moment's freeze around a signal:
+    # a signal must then leave it frozen. Guarded by ``lock``.
+    paused: bool = False
 
 
 class CgroupsPlugin:
@@ -61,7 +65,10 @@ class CgroupsPlugin:
     - ``validate_spec`` refuses limits the host cannot honour, before anything is created.
     - ``pre_spawn`` creates the cgroup with its limits (``pids.max`` always) and adds its
       ``cgroup.procs`` files to the plan; the child joins before exec.
-    - ``signal_job`` reaches every process in the cgroup, daemonized ones included.
+    - ``signal_job`` reaches every process in the cgroup, daemonized ones included; a paused
+      job stays frozen (the signal waits for the resume), except for SIGKILL, which ends it.
+    - ``freeze_job`` pauses and resumes the whole cgroup (``cgroup.freeze``, v1 freezer).
+    - ``job_usage`` reads the cgroup's CPU time and current memory, for a live job's ``get``.
     - ``post_exit`` reports ``oom_killed``, ``memory_peak`` and ``cpu_seconds``, kills what
       is left and removes the cgroup.
     - ``startup`` removes job cgroups a crashed earlier run left under the parent.
@@ -76,7 +83,8 @@ class CgroupsPlugin:
         self._backend: Backend | None = None
         self._lock = threading.Lock()
         self._jobs: dict[str, _JobCgroup] = {}
-        self._parent_lock: int | None = None
+        self._parent_lock: ParentLock | None = None
+        self._parent_lock_path = Path()
 
     @property
     def backend(self) -> Backend:
@@ -116,30 +124,14 @@ class CgroupsPlugin:
             raise
 
     def _lock_parent(self) -> None:
-        """Claim the parent for this engine alone.
-
-        Startup cleanup kills everything under the parent, so two engines sharing one would
-        kill each other's jobs; the second is refused instead. The lock is an flock, released
-        by the kernel if the engine dies, so a crash never leaves it stale.
-        """
-        directory = Path("/run/lock") if Path("/run/lock").is_dir() else Path(tempfile.gettempdir())
-        where = f"{Path(self._config.root).resolve()}/{self._config.parent}"
-        name = "worker-cgroups-" + hashlib.sha256(where.encode()).hexdigest()[:16] + ".lock"
-        fd = os.open(directory / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise ConfigError(
-                f"plugins.cgroups: another worker engine on this host uses the cgroup parent "
-                f"{self._config.parent!r}; give each engine its own (plugins.cgroups.parent)"
-            ) from None
-        self._parent_lock = fd
+        """Claim the parent for this engine alone (see :mod:`.parent_lock`)."""
+        path = lock_path(self._config.root, self._config.parent)
+        self._parent_lock = ParentLock.acquire(path, self._config.parent)
 
     def _unlock_parent(self) -> None:
-        fd, self._parent_lock = self._parent_lock, None
-        if fd is not None:
-            os.close(fd)
+        lock, self._parent_lock = self._parent_lock, None
+        if lock is not None:
+            lock.release()
 
     @hookimpl
     def startup(self, engine: object) -> None:
@@ -205,17 +197,45 @@ class CgroupsPlugin:
             raise
         plan.cgroup_procs.extend(procs)
 
+    def _entry(self, job_id: str) -> _JobCgroup | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
     @hookimpl
     def signal_job(self, job: Job, signum: int) -> bool | None:
-        with self._lock:
-            entry = self._jobs.get(job.id)
+        entry = self._entry(job.id)
         if entry is None:
             return None
         with entry.lock:
             if not self.backend.exists(job.id):
                 return None
-            self.backend.kill(job.id, signum)
+            self.backend.kill(job.id, signum, paused=entry.paused)
+            if signum == signal.SIGKILL:
+                entry.paused = False  # kill thawed it: the processes must run to die
         return True
+
+    @hookimpl
+    def freeze_job(self, job: Job, frozen: bool) -> bool | None:
+        entry = self._entry(job.id)
+        if entry is None:
+            return None
+        with entry.lock:
+            if not self.backend.exists(job.id):
+                return None
+            # False: no freezer here, so the engine's SIGSTOP/SIGCONT fallback applies. A
+            # freeze that does not complete raises (the job is thawed and keeps running).
+            if not self.backend.freeze(job.id, frozen):
+                return None
+            entry.paused = frozen
+        return True
+
+    @hookimpl
+    def job_usage(self, job: Job) -> dict[str, int | float] | None:
+        # No per-job lock: a pause holds it for up to the freeze timeout, and these are
+        # plain reads that tolerate the cgroup vanishing (they read as absent).
+        if self._entry(job.id) is None:
+            return None
+        return self.backend.usage(job.id).as_dict() or None
 
     @hookimpl
     def post_exit(self, job: Job, result: ExitResult) -> None:
@@ -243,6 +263,12 @@ class CgroupsPlugin:
             return
         try:
             with entry.lock:
+                if entry.paused:
+                    # Still frozen (ended without a resume): thaw, so that nothing is left
+                    # frozen if removal fails. remove's own freeze/kill/thaw does not need it.
+                    with contextlib.suppress(WorkerError):
+                        self.backend.freeze(job_id, False)
+                    entry.paused = False
                 removed = self.backend.remove(job_id)
         except Exception:
             log.exception("job %s: cannot remove its cgroup", job_id)

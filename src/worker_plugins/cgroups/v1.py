@@ -3,7 +3,7 @@
 ``<mount>/<parent>/<job id>`` in each of memory, cpu, cpuacct, blkio, pids and freezer that
 the host mounts (co-mounted controllers such as ``cpu,cpuacct`` share one directory). The
 child writes itself into every one of them before exec. Whole-job signals go through the
-freezer: freeze, signal every pid, thaw.
+freezer: freeze, signal every pid, thaw; pause and resume are ``freezer.state`` alone.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from worker_core.plugin import Limits
 
 from . import fs
-from .backend import Backend, CgroupStats
+from .backend import Backend, CgroupStats, CgroupUsage
 from .detect import V1_CONTROLLERS
 from .limits import Capabilities, Write, v1_writes
 
@@ -76,27 +76,20 @@ class V1Backend(Backend):
     def _apply(self, job_id: str, write: Write) -> None:
         fs.write(self._dir(write.controller, job_id) / write.file, write.value)
 
-    def _set_frozen(self, job_id: str, frozen: bool) -> bool:
-        if "freezer" not in self._mounts:
-            return False
-        state = self._dir("freezer", job_id) / "freezer.state"
+    def _can_freeze(self) -> bool:
+        return "freezer" in self._mounts
+
+    def _write_freezer(self, job_id: str, frozen: bool) -> None:
+        fs.write(self._dir("freezer", job_id) / "freezer.state", "FROZEN" if frozen else "THAWED")
+
+    def _freezer_settled(self, job_id: str, frozen: bool) -> bool:
+        # FREEZING while some task has not reached the refrigerator yet; reading the file is
+        # what makes the kernel re-check, so polling it is the way to wait.
         try:
-            fs.write(state, "FROZEN" if frozen else "THAWED")
+            state = fs.read(self._dir("freezer", job_id) / "freezer.state").strip()
         except fs.CgroupError:
             return False
-        if not frozen:
-            return True
-
-        def is_frozen() -> bool:
-            try:
-                return fs.read(state).strip() == "FROZEN"
-            except fs.CgroupError:
-                return False
-
-        # FREEZING can persist (a task in uninterruptible sleep); signal anyway after the
-        # bounded wait: most processes are frozen and the rest get the signal too.
-        fs.wait_until(is_frozen, self.freeze_timeout)
-        return True
+        return state == ("FROZEN" if frozen else "THAWED")
 
     def _kill_all(self, job_id: str) -> bool:
         return False  # v1 has no cgroup.kill
@@ -114,3 +107,14 @@ class V1Backend(Backend):
             usage_ns = fs.read_int(self._dir("cpuacct", job_id) / "cpuacct.usage")
             cpu = usage_ns / 1e9 if usage_ns is not None else None
         return CgroupStats(oom_killed=oom_killed, memory_peak=peak, cpu_seconds=cpu)
+
+    def usage(self, job_id: str) -> CgroupUsage:
+        # Only the hierarchies the host mounts; absent files (a job ending) read as None.
+        memory = None
+        cpu = None
+        if "memory" in self._mounts:
+            memory = fs.read_int(self._dir("memory", job_id) / "memory.usage_in_bytes")
+        if "cpuacct" in self._mounts:
+            usage_ns = fs.read_int(self._dir("cpuacct", job_id) / "cpuacct.usage")
+            cpu = usage_ns / 1e9 if usage_ns is not None else None
+        return CgroupUsage(cpu_seconds=cpu, memory_current=memory)

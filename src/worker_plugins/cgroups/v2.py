@@ -3,7 +3,8 @@
 Controllers are enabled for the job cgroups through ``cgroup.subtree_control`` of every
 ancestor from the root down to the parent (which holds no process itself, as the v2
 "no internal processes" rule requires). SIGKILL goes through ``cgroup.kill``; other signals,
-and SIGKILL on kernels before 5.14, through ``cgroup.freeze``.
+and SIGKILL on kernels before 5.14, through ``cgroup.freeze``, which pause and resume write
+alone.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from worker_core.plugin import Limits
 
 from . import fs
-from .backend import Backend, CgroupStats
+from .backend import Backend, CgroupStats, CgroupUsage
 from .limits import Capabilities, Write, v2_writes
 
 #: Controllers enabled for job cgroups, when the host offers them.
@@ -32,6 +33,7 @@ class V2Backend(Backend):
         super().__init__(parent, default_pids_max, freeze_timeout)
         self.root = Path(root)
         self._has_kill = False
+        self._has_freeze = False
 
     def parent_dirs(self) -> list[Path]:
         return [self.root / self.parent]
@@ -54,7 +56,8 @@ class V2Backend(Backend):
         for entry in parent.iterdir():
             files[entry.name.partition(".")[0]].add(entry.name)
         # Every non-root cgroup has the same core files, so the parent tells us about jobs'.
-        self._has_kill = "cgroup.kill" in files["cgroup"]
+        self._has_kill = "cgroup.kill" in files["cgroup"]  # 5.14+
+        self._has_freeze = "cgroup.freeze" in files["cgroup"]  # 5.2+
         caps = Capabilities(
             controllers=controllers, files={k: frozenset(v) for k, v in files.items()}
         )
@@ -66,18 +69,17 @@ class V2Backend(Backend):
     def _apply(self, job_id: str, write: Write) -> None:
         fs.write(self.job_dirs(job_id)[0] / write.file, write.value)
 
-    def _set_frozen(self, job_id: str, frozen: bool) -> bool:
-        job = self.job_dirs(job_id)[0]
-        try:
-            fs.write(job / "cgroup.freeze", "1" if frozen else "0")
-        except fs.CgroupError:
-            return False
-        if frozen:
-            # cgroup.freeze is asynchronous; cgroup.events says when every task is frozen.
-            fs.wait_until(
-                lambda: fs.read_keyed(job / "cgroup.events").get("frozen") == 1, self.freeze_timeout
-            )
-        return True
+    def _can_freeze(self) -> bool:
+        return self._has_freeze
+
+    def _write_freezer(self, job_id: str, frozen: bool) -> None:
+        fs.write(self.job_dirs(job_id)[0] / "cgroup.freeze", "1" if frozen else "0")
+
+    def _freezer_settled(self, job_id: str, frozen: bool) -> bool:
+        # cgroup.freeze is asynchronous; cgroup.events says when every task is frozen (or,
+        # after a thaw, that none is). Without the file or its key there is nothing to wait for.
+        state = fs.read_keyed(self.job_dirs(job_id)[0] / "cgroup.events").get("frozen")
+        return state is None or state == int(frozen)
 
     def _kill_all(self, job_id: str) -> bool:
         if not self._has_kill:
@@ -93,6 +95,15 @@ class V2Backend(Backend):
             oom_killed=fs.read_keyed(job / "memory.events").get("oom_kill", 0) > 0,
             memory_peak=fs.read_int(job / "memory.peak"),  # 5.19+
             cpu_seconds=usage_usec / 1e6 if usage_usec is not None else None,
+        )
+
+    def usage(self, job_id: str) -> CgroupUsage:
+        job = self.job_dirs(job_id)[0]
+        # cpu.stat's usage_usec is there even without the cpu controller (the core keeps it).
+        usage_usec = fs.read_keyed(job / "cpu.stat").get("usage_usec")
+        return CgroupUsage(
+            cpu_seconds=usage_usec / 1e6 if usage_usec is not None else None,
+            memory_current=fs.read_int(job / "memory.current"),
         )
 
 

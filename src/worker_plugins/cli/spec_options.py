@@ -1,10 +1,12 @@
 """The job-spec flags shared by ``worker run`` and ``worker job submit``.
 
-:func:`spec_options` adds the flags to a click command; :func:`build_spec` turns their values
-into a :class:`~worker_core.JobSpec`. Each flag's value is parsed by its click type, so a bad
-value is reported as a usage error naming the flag (``Invalid value for '--memory': ...``)
-before anything is sent anywhere; what only the whole spec can check (the model's own
-validators) is mapped back to the flag that set the field.
+:data:`SPEC_FLAGS` is the one table of flags, each with the spec field it sets; from it
+:func:`spec_options` adds the flags to a click command, :func:`build_spec` turns their values
+into a :class:`~worker_core.JobSpec`, and :func:`flag_for` names the flag behind a field. Each
+flag's value is parsed by its click type, so a bad value is reported as a usage error naming
+the flag (``Invalid value for '--memory': ...``) before anything is sent anywhere; what only
+the whole spec can check (the model's own validators, and the engine or a server refusing a
+field) is named by the flag that set the field (:func:`in_flag_terms`).
 
 Whether a limit can be honoured is not decided here: the engine refuses a limit that no
 enabled plugin enforces, so the same flags work against any server.
@@ -13,9 +15,10 @@ enabled plugin enforces, so the same flags work against any server.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+import attrs
 import click
 
 from worker_core.plugin import InvalidSpec, IOLimit, Isolation, JobSpec, Limits
@@ -134,149 +137,214 @@ OPTION_PAIR = PairType("PLUGIN.KEY=VALUE", _option_name_problem)
 IO_BPS = IORateType("bytes")
 IO_IOPS = IORateType("iops")
 
-#: IO flag -> the IOLimit field it sets.
-_IO_FLAGS = {
-    "io_read_bps": "read_bps",
-    "io_write_bps": "write_bps",
-    "io_read_iops": "read_iops",
-    "io_write_iops": "write_iops",
-}
 
-#: Spec field (as InvalidSpec names it) -> the flag that sets it, to point a model error at
-#: what the user typed.
-_FLAG_FOR_FIELD = {
-    "limits.memory_max": "--memory",
-    "limits.memory_high": "--memory-high",
-    "limits.cpu": "--cpus",
-    "limits.cpu_weight": "--cpu-weight",
-    "limits.io_weight": "--io-weight",
-    "limits.pids_max": "--pids",
-    "isolation.uid": "--uid",
-    "isolation.gid": "--gid",
-    "timeout": "--timeout",
-    "cwd": "--cwd",
-    "limits.io.read_bps": "--io-read-bps",
-    "limits.io.write_bps": "--io-write-bps",
-    "limits.io.read_iops": "--io-read-iops",
-    "limits.io.write_iops": "--io-write-iops",
-}
+@attrs.frozen(eq=False)
+class SpecFlag:
+    """One job-spec flag: how it is spelt, the :class:`JobSpec` field it sets, and how click
+    reads it. :data:`SPEC_FLAGS` is the one table; the click options, the spec's building and
+    the naming of errors are all derived from it."""
 
-_SPEC_FLAGS: list[Callable[[Any], Any]] = [
-    click.option(
-        "--memory",
-        type=SIZE,
-        metavar="SIZE",
-        help="Memory maximum; the job is OOM-killed above it (64M, 1.5G; K/M/G/T = 1024^n).",
+    #: The flag's spellings, the long one last (``("-e", "--env")``).
+    names: tuple[str, ...]
+    #: The field it sets, dotted as :class:`~worker_core.InvalidSpec` names it
+    #: (``limits.memory_max``, ``isolation.uid``, ``limits.io.read_bps``, ``env``).
+    field: str
+    type: Any
+    metavar: str
+    help: str
+    #: Repeatable: the values arrive as a tuple (pairs for ``-e``, ``-o`` and the IO caps).
+    multiple: bool = False
+    #: The keyword the value is passed by, when not the long name's (``--option``: options).
+    dest: str | None = None
+
+    @property
+    def flag(self) -> str:
+        """The long spelling, the one errors name (``--memory``)."""
+        return self.names[-1]
+
+    @property
+    def keyword(self) -> str:
+        """The keyword argument of the click callback and of :func:`build_spec`."""
+        return self.dest or self.flag.lstrip("-").replace("-", "_")
+
+    def option(self) -> Callable[[F], F]:
+        names = (*self.names, self.dest) if self.dest else self.names
+        return click.option(
+            *names, type=self.type, multiple=self.multiple, metavar=self.metavar, help=self.help
+        )
+
+
+#: Every job-spec flag, in the order ``--help`` lists them.
+SPEC_FLAGS: tuple[SpecFlag, ...] = (
+    SpecFlag(
+        ("--memory",),
+        "limits.memory_max",
+        SIZE,
+        "SIZE",
+        "Memory maximum; the job is OOM-killed above it (64M, 1.5G; K/M/G/T = 1024^n).",
     ),
-    click.option(
-        "--memory-high",
-        type=SIZE,
-        metavar="SIZE",
-        help="Memory soft limit: reclaim/throttle above it.",
+    SpecFlag(
+        ("--memory-high",),
+        "limits.memory_high",
+        SIZE,
+        "SIZE",
+        "Memory soft limit: reclaim/throttle above it.",
     ),
-    click.option(
-        "--cpus",
-        type=click.FloatRange(min=0, min_open=True),
-        metavar="N",
-        help="CPU time as a fraction of cores (0.5 = half of one core, 2 = two cores).",
+    SpecFlag(
+        ("--cpus",),
+        "limits.cpu",
+        click.FloatRange(min=0, min_open=True),
+        "N",
+        "CPU time as a fraction of cores (0.5 = half of one core, 2 = two cores).",
     ),
-    click.option(
-        "--cpu-weight",
-        type=click.IntRange(1, 10000),
-        metavar="1-10000",
-        help="Relative CPU share under contention (default 100).",
+    SpecFlag(
+        ("--cpu-weight",),
+        "limits.cpu_weight",
+        click.IntRange(1, 10000),
+        "1-10000",
+        "Relative CPU share under contention (default 100).",
     ),
-    click.option(
-        "--io-weight",
-        type=click.IntRange(1, 10000),
-        metavar="1-10000",
-        help="Relative IO share under contention (default 100).",
+    SpecFlag(
+        ("--io-weight",),
+        "limits.io_weight",
+        click.IntRange(1, 10000),
+        "1-10000",
+        "Relative IO share under contention (default 100).",
     ),
-    click.option(
-        "--io-read-bps",
-        type=IO_BPS,
+    SpecFlag(
+        ("--io-read-bps",),
+        "limits.io.read_bps",
+        IO_BPS,
+        "DEV=RATE",
+        "Read bytes/s cap on a device, e.g. /dev/vda=10M or 8:0=10M. Repeatable.",
         multiple=True,
-        metavar="DEV=RATE",
-        help="Read bytes/s cap on a device, e.g. /dev/vda=10M or 8:0=10M. Repeatable.",
     ),
-    click.option(
-        "--io-write-bps", type=IO_BPS, multiple=True, metavar="DEV=RATE", help="Write bytes/s cap."
-    ),
-    click.option(
-        "--io-read-iops",
-        type=IO_IOPS,
+    SpecFlag(
+        ("--io-write-bps",),
+        "limits.io.write_bps",
+        IO_BPS,
+        "DEV=RATE",
+        "Write bytes/s cap.",
         multiple=True,
-        metavar="DEV=N",
-        help="Read operations/s cap.",
     ),
-    click.option(
-        "--io-write-iops",
-        type=IO_IOPS,
+    SpecFlag(
+        ("--io-read-iops",),
+        "limits.io.read_iops",
+        IO_IOPS,
+        "DEV=N",
+        "Read operations/s cap.",
         multiple=True,
-        metavar="DEV=N",
-        help="Write operations/s cap.",
     ),
-    click.option(
-        "--pids", type=click.IntRange(min=1), metavar="N", help="Most processes the job may hold."
-    ),
-    click.option(
-        "-e",
-        "--env",
-        type=ENV_PAIR,
+    SpecFlag(
+        ("--io-write-iops",),
+        "limits.io.write_iops",
+        IO_IOPS,
+        "DEV=N",
+        "Write operations/s cap.",
         multiple=True,
-        metavar="K=V",
-        help="Environment variable for the job (repeatable). The job gets only these and PATH.",
     ),
-    click.option(
-        "--cwd", metavar="DIR", help="Absolute working directory of the job. [default: /]"
+    SpecFlag(
+        ("--pids",),
+        "limits.pids_max",
+        click.IntRange(min=1),
+        "N",
+        "Most processes the job may hold.",
     ),
-    click.option(
-        "--timeout",
-        type=click.FloatRange(min=0, min_open=True),
-        metavar="SECONDS",
-        help="Stop the job when it has run this long.",
+    SpecFlag(
+        ("-e", "--env"),
+        "env",
+        ENV_PAIR,
+        "K=V",
+        "Environment variable for the job (repeatable). The job gets only these and PATH.",
+        multiple=True,
     ),
-    click.option(
-        "--uid", type=click.IntRange(0, _MAX_ID), metavar="UID", help="Run the job as this user id."
+    SpecFlag(("--cwd",), "cwd", None, "DIR", "Absolute working directory of the job. [default: /]"),
+    SpecFlag(
+        ("--timeout",),
+        "timeout",
+        click.FloatRange(min=0, min_open=True),
+        "SECONDS",
+        "Stop the job when it has run this long.",
     ),
-    click.option(
-        "--gid",
-        type=click.IntRange(0, _MAX_ID),
-        metavar="GID",
-        help="Run the job as this group id.",
+    SpecFlag(
+        ("--uid",),
+        "isolation.uid",
+        click.IntRange(0, _MAX_ID),
+        "UID",
+        "Run the job as this user id.",
     ),
-    click.option(
-        "-o",
-        "--option",
+    SpecFlag(
+        ("--gid",),
+        "isolation.gid",
+        click.IntRange(0, _MAX_ID),
+        "GID",
+        "Run the job as this group id.",
+    ),
+    SpecFlag(
+        ("-o", "--option"),
         "options",
-        type=OPTION_PAIR,
+        OPTION_PAIR,
+        "PLUGIN.KEY=VALUE",
+        "An option for a (third-party) plugin. Repeatable.",
         multiple=True,
-        metavar="PLUGIN.KEY=VALUE",
-        help="An option for a (third-party) plugin. Repeatable.",
+        dest="options",
     ),
-]
+)
+
+_BY_FIELD = {flag.field: flag for flag in SPEC_FLAGS}
+_BY_KEYWORD = {flag.keyword: flag for flag in SPEC_FLAGS}
+_IO_CAPS = tuple(flag for flag in SPEC_FLAGS if flag.field.startswith("limits.io."))
 
 
 def spec_options(command: F) -> F:
     """Add the job-spec flags to a click command; pass their values on to :func:`build_spec`."""
-    for option in reversed(_SPEC_FLAGS):
-        command = option(command)
+    for flag in reversed(SPEC_FLAGS):
+        command = flag.option()(command)
     return command
 
 
-def _merge_io(flags: dict[str, Iterable[tuple[str, int]]]) -> list[IOLimit]:
+def flag_for(field: str) -> str | None:
+    """The flag that sets ``field`` (a spec field as :class:`~worker_core.InvalidSpec` names
+    it, from this process or a server), or None for a field no flag sets (``command``).
+
+    An item names its collection's flag (``env['A']``: ``--env``, ``options.demo.level``:
+    ``--option``); ``limits.io`` and its items name the IO cap flags together.
+    """
+    if field in _BY_FIELD:
+        return _BY_FIELD[field].flag
+    if field == "limits.io" or field.startswith(("limits.io[", "limits.io.")):
+        return "/".join(flag.flag for flag in _IO_CAPS)
+    collection = re.split(r"[.\[]", field, maxsplit=1)[0]
+    if collection in ("env", "options") and collection != field:
+        return _BY_FIELD[collection].flag
+    return None
+
+
+def in_flag_terms(field: str, problem: str) -> str:
+    """``problem`` with ``field`` named as the flag the user typed: ``--uid: jobs may not run as
+    root here``; ``field: problem`` when no flag sets the field.
+
+    For refusals that come back from the engine or a server (``isolation.uid: ...``) after the
+    flags themselves were accepted.
+    """
+    flag = flag_for(field)
+    return f"{flag or field}: {problem}"
+
+
+def _merge_io(caps: Mapping[SpecFlag, Iterable[tuple[str, int]]]) -> list[IOLimit]:
     """One IOLimit per device, in the order devices were first named."""
     per_device: dict[str, dict[str, int]] = {}
-    for flag, field in _IO_FLAGS.items():
-        for device, amount in flags.get(flag) or ():
-            caps = per_device.setdefault(device, {})
-            if field in caps and caps[field] != amount:
+    for flag, values in caps.items():
+        field = flag.field.rpartition(".")[2]
+        for device, amount in values:
+            device_caps = per_device.setdefault(device, {})
+            if field in device_caps and device_caps[field] != amount:
                 raise click.BadParameter(
-                    f"{device} is given twice ({caps[field]} and {amount})",
-                    param_hint=f"--{flag.replace('_', '-')}",
+                    f"{device} is given twice ({device_caps[field]} and {amount})",
+                    param_hint=flag.flag,
                 )
-            caps[field] = amount
-    return [IOLimit(device=device, **caps) for device, caps in per_device.items()]
+            device_caps[field] = amount
+    return [IOLimit(device=device, **device_caps) for device, device_caps in per_device.items()]
 
 
 def _check_cwd(cwd: str | None) -> str:
@@ -285,64 +353,48 @@ def _check_cwd(cwd: str | None) -> str:
     if not cwd.startswith("/"):
         # The directory is on the host that runs the job, which may not be this one: resolving
         # it against our own cwd would silently name another directory.
-        raise click.BadParameter(f"must be an absolute path, got {cwd!r}", param_hint="--cwd")
+        raise click.BadParameter(
+            f"must be an absolute path, got {cwd!r}", param_hint=_BY_FIELD["cwd"].flag
+        )
     return cwd
 
 
-def build_spec(
-    command: str,
-    args: Sequence[str] = (),
-    *,
-    memory: int | None = None,
-    memory_high: int | None = None,
-    cpus: float | None = None,
-    cpu_weight: int | None = None,
-    io_weight: int | None = None,
-    io_read_bps: Iterable[tuple[str, int]] = (),
-    io_write_bps: Iterable[tuple[str, int]] = (),
-    io_read_iops: Iterable[tuple[str, int]] = (),
-    io_write_iops: Iterable[tuple[str, int]] = (),
-    pids: int | None = None,
-    env: Iterable[tuple[str, str]] = (),
-    cwd: str | None = None,
-    timeout: float | None = None,
-    uid: int | None = None,
-    gid: int | None = None,
-    options: Iterable[tuple[str, str]] = (),
-) -> JobSpec:
+def build_spec(command: str, args: Sequence[str] = (), **flags: Any) -> JobSpec:
     """The :class:`JobSpec` for ``command`` and the parsed values of :func:`spec_options`.
 
+    ``flags`` are the values click passes (``memory=67108864``, ``env=(("A", "1"),)``,
+    ``io_read_bps=(("/dev/vda", 10485760),)``); a keyword of no flag is a ``TypeError``.
     Raises :class:`click.BadParameter` naming the flag for anything the model refuses. A
     repeated ``-e``/``-o`` key takes its last value, as in a shell; a device given twice for the
     same IO cap with different values is an error.
     """
+    unknown = sorted(set(flags) - set(_BY_KEYWORD))
+    if unknown:
+        raise TypeError(f"build_spec() got unexpected keyword arguments: {', '.join(unknown)}")
+    # The spec's fields, grouped the way JobSpec nests them.
+    sections: dict[str, dict[str, Any]] = {"limits": {}, "isolation": {}, "": {}}
+    io: dict[SpecFlag, Iterable[tuple[str, int]]] = {}
+    for flag in SPEC_FLAGS:
+        value = flags.get(flag.keyword)
+        if value is None or (flag.multiple and not value):
+            continue
+        if flag in _IO_CAPS:
+            io[flag] = value
+            continue
+        section, _, name = flag.field.rpartition(".")
+        sections[section][name] = dict(value) if flag.multiple else value
+    top = sections[""]
     try:
-        io = _merge_io(
-            {
-                "io_read_bps": io_read_bps,
-                "io_write_bps": io_write_bps,
-                "io_read_iops": io_read_iops,
-                "io_write_iops": io_write_iops,
-            }
-        )
         return JobSpec(
             command=command,
             args=tuple(args),
-            env=dict(env),
-            cwd=_check_cwd(cwd),
-            limits=Limits(
-                memory_max=memory,
-                memory_high=memory_high,
-                cpu=cpus,
-                cpu_weight=cpu_weight,
-                io_weight=io_weight,
-                io=io,
-                pids_max=pids,
-            ),
-            isolation=Isolation(uid=uid, gid=gid),
-            timeout=timeout,
-            options=dict(options),
+            env=top.get("env", {}),
+            cwd=_check_cwd(top.get("cwd")),
+            limits=Limits(**sections["limits"], io=_merge_io(io)),
+            isolation=Isolation(**sections["isolation"]),
+            timeout=top.get("timeout"),
+            options=top.get("options", {}),
         )
     except InvalidSpec as exc:
-        flag = _FLAG_FOR_FIELD.get(exc.field)
-        raise click.BadParameter(exc.problem if flag else str(exc), param_hint=flag) from None
+        hint = flag_for(exc.field)
+        raise click.BadParameter(exc.problem if hint else str(exc), param_hint=hint) from None

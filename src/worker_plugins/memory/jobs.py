@@ -169,7 +169,7 @@ def _matches(job: Job, query: JobQuery) -> bool:
         return False
     if query.created_before is not None and not job.created_at < query.created_before:
         return False
-    ended = job.ended_at
+    ended = _ended_at(job) if job.state is JobState.ENDED else None
     if query.ended_after is not None and not (ended is not None and ended > query.ended_after):
         return False
     return query.ended_before is None or (ended is not None and ended < query.ended_before)

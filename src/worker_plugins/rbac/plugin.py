@@ -55,6 +55,8 @@ def decide(
         every, own = Permission.STOP_ALL, Permission.STOP_OWN
     elif action is Action.READ:
         every, own = Permission.READ_ALL, Permission.READ_OWN
+    elif action is Action.PURGE:
+        every, own = Permission.PURGE_ALL, Permission.PURGE_OWN
     else:  # an action added to the engine that this policy has no word for: deny
         return False
     if every in permissions:
