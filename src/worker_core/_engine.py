@@ -409,7 +409,7 @@ class Engine:
                 if not entry.events:
                     entry.firing = False
                     return
-                job, previous = entry.events.popleft()
+                job, previous = entry.events.pop(0)
             for exc in self.hooks.on_state_change(job, previous):
                 log.error("job %s: an on_state_change hook failed: %r", job.id, exc)
 

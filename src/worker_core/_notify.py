@@ -26,12 +26,23 @@ def _wake(future: asyncio.Future[None]) -> None:
 class Notifier:
     """Hold it (``with notifier:``) to read or change the state it guards."""
 
+    __slots__ = ("_cond", "_futures", "_lock")
+
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        # Made at the first wait: most notifiers (a queued job's, a quiet log's) are only
+        # ever locked, and a Condition costs about 2 KiB.
+        self._cond: threading.Condition | None = None
         self._futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
+    def _condition(self) -> threading.Condition:
+        """The condition over the lock. Call with the notifier held."""
+        if self._cond is None:
+            self._cond = threading.Condition(self._lock)
+        return self._cond
+
     def __enter__(self) -> Notifier:
-        self._cond.acquire()
+        self._lock.acquire()
         return self
 
     def __exit__(
@@ -40,11 +51,12 @@ class Notifier:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._cond.release()
+        self._lock.release()
 
     def notify_all(self) -> None:
         """Wake every waiter. Call with the notifier held."""
-        self._cond.notify_all()
+        if self._cond is not None:
+            self._cond.notify_all()
         if self._futures:
             futures, self._futures = self._futures, []
             for loop, future in futures:
@@ -54,7 +66,7 @@ class Notifier:
 
     def wait(self, timeout: float | None) -> bool:
         """Block until notified or ``timeout``. Call with the notifier held."""
-        return self._cond.wait(timeout)
+        return self._condition().wait(timeout)
 
     def wait_for(self, take: Callable[[], T | None], timeout: float | None) -> T | None:
         """Call ``take`` (with the notifier held) until it returns something other than None,
@@ -65,7 +77,7 @@ class Notifier:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return None
-                self._cond.wait(remaining)
+                self._condition().wait(remaining)
             return value
 
     async def await_for(self, take: Callable[[], T | None], timeout: float | None) -> T | None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
-
 import attrs
 
 from ._launcher import ExitReport
@@ -40,5 +38,6 @@ class TrackedJob:
     offsets: dict[Stream, int] = attrs.Factory(lambda: {Stream.STDOUT: 0, Stream.STDERR: 0})
     lost_bytes: int = 0  # output the store could not keep (output thread only)
     # on_state_change events not yet delivered, and whether a thread is delivering them.
-    events: deque[tuple[Job, JobState | None]] = attrs.Factory(deque)
+    # A list, not a deque: it rarely holds more than two, and an empty deque costs 760 bytes.
+    events: list[tuple[Job, JobState | None]] = attrs.Factory(list)
     firing: bool = False

@@ -200,7 +200,9 @@ class MemoryOutputStore:
     # OutputStore -------------------------------------------------------------------------
 
     def open(self, job_id: str) -> None:
-        self._log(job_id)
+        # Nothing yet: a log is made at the first chunk or follower (a queued job may wait
+        # long, and thousands of them should cost little).
+        pass
 
     def close(self, job_id: str) -> None:
         self._log(job_id).close()
