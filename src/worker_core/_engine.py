@@ -43,6 +43,7 @@ from ._errors import (
     ResourceExhausted,
     WorkerError,
 )
+from ._executor import Ended, Executor, LaunchFailed
 from ._jobstore import OUTPUT_BYTES_FACT, JobQuery, JobStore, StoreUnavailable
 from ._launcher import ExitReport, LauncherClient, LauncherDied, SpawnFailed
 from ._model import (
@@ -122,6 +123,7 @@ class Engine:
         self._state_dir: StateDir | None = None
         self._records: JobStore | None = None
         self._queue: Scheduler | None = None
+        self._executor: Executor | None = None
         self._started = False
         self._closed = False
         self._launcher: LauncherClient | None = None
@@ -171,7 +173,10 @@ class Engine:
                 max_workers=4, thread_name_prefix="worker-finalizer"
             )
             self._pump = OutputPump(self._on_output_data, self._on_output_closed)
-            self._launcher = self._start_launcher()
+            if self._executor is None:
+                self._launcher = self._start_launcher()
+            else:
+                self._executor.start(_ExecutorEvents(self))
             self._started = True
         try:
             self._recover()
@@ -190,6 +195,14 @@ class Engine:
         if self._records is None:
             raise PluginError("no job store: enable 'memory' (the default) or 'sqlite'")
         self._store = self.hooks.output_store(self)
+        self._executor = self.hooks.executor(self)
+        if self._executor is not None:
+            for name, plugin in self.hooks.plugins():
+                if getattr(plugin, "local_only", False):
+                    raise PluginError(
+                        f"plugin {name!r} acts on this host's processes between fork and exec: "
+                        f"it cannot be used with the {self._executor.name!r} executor"
+                    )
 
     def _close_stores(self) -> None:
         # The reference stays: a closed memory store still answers reads (a library user
@@ -219,6 +232,8 @@ class Engine:
                     self._store.open(job.id)
                 waiting.append(entry)
                 continue
+            if self._adopt(job):
+                continue
             ended = transition(
                 job,
                 JobState.ENDED,
@@ -239,6 +254,34 @@ class Engine:
                 self._enqueue(entry)
         if waiting:
             log.info("%d waiting jobs queued again", len(waiting))
+
+    def _adopt(self, job: Job) -> bool:
+        """After a restart, follow a job the executor still runs; False if it cannot."""
+        if self._executor is None or job.external_id is None:
+            return False
+        offsets = dict(self._store.size(job.id)) if self._store is not None else {}
+        entry = TrackedJob(job, spawned=True)
+        for stream, size in offsets.items():
+            entry.offsets[stream] = size
+        with self._lock:
+            self._jobs[job.id] = entry
+        try:
+            known = self._executor.recover(job, offsets)
+        except Exception:
+            log.exception(
+                "job %s: the %s executor failed to recover it", job.id, self._executor.name
+            )
+            known = False
+        if not known:
+            with self._lock:
+                self._jobs.pop(job.id, None)
+            return False
+        self._sched().adopt(job)
+        if job.spec.timeout is not None and job.state is JobState.RUNNING:
+            ran = time.time() - (job.started_at or time.time())
+            self._arm_timeout(entry, max(0.0, job.spec.timeout - ran))
+        log.info("job %s: still running under %s; following it again", job.id, self._executor.name)
+        return True
 
     def __enter__(self) -> Engine:
         return self.start()
@@ -269,6 +312,11 @@ class Engine:
             return
         if self._launcher is not None:
             self._launcher.shutdown()
+        if self._executor is not None:
+            try:
+                self._executor.close()
+            except Exception:
+                log.exception("closing the %s executor failed", self._executor.name)
         # Exits reported during shutdown are finalized before the threads go away.
         deadline = time.monotonic() + self._settings.kill_timeout + self._settings.output_linger
         for entry in list(self._jobs.values()):
@@ -612,7 +660,57 @@ class Engine:
             if not isinstance(exc, WorkerError):
                 log.exception("job %s: a pre_spawn hook failed", job.id)
             return self._fail_to_start(entry, f"preparing the job failed: {reason}")
+        if self._executor is not None:
+            return self._launch_elsewhere(entry, plan)
         return self._spawn(entry, message)
+
+    def _launch_elsewhere(self, entry: TrackedJob, plan: SpawnPlan) -> Job:
+        assert self._executor is not None
+        job = entry.job
+        try:
+            launched = self._executor.launch(job, plan)
+        except LaunchFailed as exc:
+            return self._fail_to_start(entry, str(exc))
+        except Exception as exc:
+            log.exception(
+                "job %s: the %s executor failed to launch it", job.id, self._executor.name
+            )
+            return self._fail_to_start(entry, f"{self._executor.name}: {type(exc).__name__}: {exc}")
+        with entry.notifier:
+            previous = entry.job.state
+            started_at = time.time()
+            if previous is JobState.PENDING:
+                running = transition(
+                    entry.job,
+                    JobState.RUNNING,
+                    started_at=started_at,
+                    external_id=launched.external_id,
+                )
+            else:  # stopped while starting: keep STOPPING, record where it runs
+                running = attrs.evolve(
+                    entry.job, started_at=started_at, external_id=launched.external_id
+                )
+            self._publish(entry, running)
+            entry.spawned = True
+        self._fire_events(entry)
+        if previous is not JobState.PENDING:
+            self._deliver_stop(entry, self._settings.stop_grace, force=False)
+        if job.spec.timeout is not None:
+            self._arm_timeout(entry, job.spec.timeout)
+        self._maybe_finalize(entry)
+        return entry.job
+
+    def _ended_elsewhere(self, job_id: str, end: Ended) -> None:
+        """An executor's job ended, all its output handed over."""
+        entry = self._jobs.get(job_id)
+        if entry is None:
+            return
+        with entry.notifier:
+            entry.remote_end = end
+            if end.lost is not None:
+                entry.lost = end.lost
+            entry.output_closed = True
+        self._maybe_finalize(entry)
 
     def _spawn(self, entry: TrackedJob, message: dict[str, Any]) -> Job:
         job = entry.job
@@ -744,6 +842,7 @@ class Engine:
                 and entry.output_closed
                 and (
                     entry.exit_report is not None
+                    or entry.remote_end is not None
                     or entry.start_error is not None
                     or entry.lost is not None
                 )
@@ -758,13 +857,22 @@ class Engine:
             self._submit_background(self._finalize, entry)
 
     def _finalize(self, entry: TrackedJob) -> None:
-        report = entry.exit_report
-        result = ExitResult(
-            exit_code=report.exit_code if report else None,
-            signal=report.signal if report else None,
-            cpu_seconds=report.cpu_seconds if report else None,
-            max_rss_bytes=report.max_rss_bytes if report else None,
-        )
+        report, remote = entry.exit_report, entry.remote_end
+        if remote is not None:
+            result = ExitResult(
+                exit_code=remote.exit_code,
+                signal=remote.signal,
+                cpu_seconds=remote.cpu_seconds,
+                oom_killed=remote.oom_killed,
+                facts=dict(remote.facts),
+            )
+        else:
+            result = ExitResult(
+                exit_code=report.exit_code if report else None,
+                signal=report.signal if report else None,
+                cpu_seconds=report.cpu_seconds if report else None,
+                max_rss_bytes=report.max_rss_bytes if report else None,
+            )
         job = entry.job
         if entry.plan_ran:
             for exc in self.hooks.post_exit(job, result):
@@ -1123,6 +1231,15 @@ class Engine:
 
     def _signal(self, entry: TrackedJob, signum: int) -> None:
         job = entry.job
+        if self._executor is not None:
+            if entry.spawned and not job.is_finished and job.external_id is not None:
+                try:
+                    self._executor.signal(job, signum)
+                except Exception:
+                    log.exception(
+                        "job %s: the %s executor failed to signal it", job.id, self._executor.name
+                    )
+            return
         if job.is_finished or job.pid is None:
             return
         try:
@@ -1246,6 +1363,9 @@ class Engine:
 
     def _freeze(self, entry: TrackedJob, frozen: bool) -> None:
         job = entry.job
+        if self._executor is not None:
+            self._executor.freeze(job, frozen)
+            return
         try:
             if self.hooks.freeze_job(job, frozen):
                 return
@@ -1345,6 +1465,19 @@ class Engine:
                 break
         self._remove_records(doomed)
         return doomed
+
+
+class _ExecutorEvents:
+    """What an executor calls back: the engine's output path and end of a job."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def output(self, job_id: str, stream: Stream, data: bytes) -> None:
+        self._engine._on_output_data(job_id, stream, data)
+
+    def ended(self, job_id: str, end: Ended) -> None:
+        self._engine._ended_elsewhere(job_id, end)
 
 
 def _kill_orphaned(pidfd: int, pid: int) -> None:

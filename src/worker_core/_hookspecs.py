@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from ._config import Config
     from ._engine import Engine
+    from ._executor import Executor
     from ._jobstore import JobStore
     from ._model import Action, ExitResult, Job, JobSpec, JobState, Principal
     from ._output import Chunk, OutputStore
@@ -248,6 +249,20 @@ def output_store(engine: Engine) -> OutputStore | None:
     methods); the engine calls no other. Fires once, on the thread calling
     :meth:`Engine.start`, after the state directory is locked and the job store chosen.
     Stops at the first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def executor(engine: Engine) -> Executor | None:
+    """Where jobs run, if not under this host's launcher (:class:`~worker_core.plugin.Executor`).
+
+    No answer (the default): the local launcher runs every job here. An executor plugin
+    (``slurm``) answers with an object that launches admitted jobs elsewhere, reports their
+    output and end, and delivers signals; the engine still keeps records, output, the
+    scheduler and authorization. Plugins that act between fork and exec on this host (they
+    set ``local_only = True``: ``netns``, ``pidns``, ``mntns``, ``runas``, ``cgroups``) are
+    refused at start with another executor. Fires once, on the thread calling
+    :meth:`Engine.start`, after the stores. Stops at the first non-None result.
     """
 
 

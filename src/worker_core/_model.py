@@ -270,6 +270,8 @@ class Job:
     queue_reason: QueueReason | None = None
     #: The caller's key for an idempotent submit: a second submit with it returns this job.
     idempotency_key: str | None = None
+    #: The executor's own id for the job (Slurm's job id); None under the local launcher.
+    external_id: str | None = None
     # Facts reported by plugins in post_exit (e.g. "oom_killed", "memory_peak", "cpu_seconds").
     facts: Mapping[str, Any] = attrs.field(factory=dict)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import inspect
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -25,10 +26,13 @@ if TYPE_CHECKING:
 
     from ._config import Config
     from ._engine import Engine
+    from ._executor import Executor
     from ._jobstore import JobStore
     from ._model import Action, ExitResult, Job, JobSpec, JobState, Principal
     from ._output import Chunk, OutputStore
     from ._plan import SpawnPlan
+
+log = logging.getLogger("worker.plugins")
 
 ENTRY_POINT_GROUP = "worker.plugins"
 
@@ -198,9 +202,10 @@ def hook_names(plugin: object) -> list[str]:
 class Hooks:
     """Typed calls into ``pm.hook``, so the engine calls methods rather than ``pm.hook.x(**kw)``.
 
-    Each method is named after the hook it calls. The observer hooks (``post_exit``,
-    ``on_state_change``, ``on_output``) return what their implementations raised instead of
-    raising: each implementation runs in isolation (see :mod:`worker_core._hookcalls`).
+    Each method is named after the hook it calls. In the isolated hooks (``post_exit``,
+    ``on_state_change``, ``on_output``, ``admit``) each implementation runs on its own (see
+    :mod:`worker_core._hookcalls`): the observers' methods return what their implementations
+    raised instead of raising, and ``admit`` logs it.
     ``WORKER_TRACE_PLUGINS=1`` in the environment when this object is made logs every call.
     """
 
@@ -250,18 +255,22 @@ class Hooks:
         return usage
 
     def admit(self, job: Job) -> str | None:
-        """The first reason a plugin gives to keep ``job`` queued, or None."""
-        for reason in self._pm.hook.admit(job=job):
+        """The first reason a plugin gives to keep ``job`` queued, or None. Each
+        implementation runs in isolation: one that raises is logged and counts as no answer."""
+        reasons, failures = self._pm.call_isolated("admit", job=job)
+        for failure in failures:
+            log.error("job %s: %s", job.id, failure, exc_info=failure.error)
+        for reason in reasons:
             if reason:
                 return str(reason)
         return None
 
     def post_exit(self, job: Job, result: ExitResult) -> list[HookFailed]:
         """Every ``post_exit``, each in isolation: one failing must not skip the others' cleanup."""
-        return self._pm.call_isolated("post_exit", job=job, result=result)
+        return self._pm.call_isolated("post_exit", job=job, result=result)[1]
 
     def on_state_change(self, job: Job, previous: JobState | None) -> list[HookFailed]:
-        return self._pm.call_isolated("on_state_change", job=job, previous=previous)
+        return self._pm.call_isolated("on_state_change", job=job, previous=previous)[1]
 
     def authorize(self, principal: Principal, action: Action, job: Job | None) -> bool:
         answers = self._pm.hook.authorize(principal=principal, action=action, job=job)
@@ -272,11 +281,15 @@ class Hooks:
         return True
 
     def on_output(self, job: Job, chunk: Chunk) -> list[HookFailed]:
-        return self._pm.call_isolated("on_output", job=job, chunk=chunk)
+        return self._pm.call_isolated("on_output", job=job, chunk=chunk)[1]
 
     def output_store(self, engine: Engine) -> OutputStore | None:
         store: OutputStore | None = self._pm.hook.output_store(engine=engine)
         return store
+
+    def executor(self, engine: Engine) -> Executor | None:
+        found: Executor | None = self._pm.hook.executor(engine=engine)
+        return found
 
     def job_store(self, engine: Engine) -> JobStore | None:
         store: JobStore | None = self._pm.hook.job_store(engine=engine)

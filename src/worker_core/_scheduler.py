@@ -188,6 +188,12 @@ class Scheduler:
         self._used_cpu += demand.cpu
         self._per_owner[demand.owner] = self._per_owner.get(demand.owner, 0) + 1
 
+    def adopt(self, job: Job) -> None:
+        """Count a job that runs already (followed again after a restart)."""
+        with self._lock:
+            if job.id not in self._running:
+                self._reserve(job.id, self.demand(job.spec, job.owner_name))
+
     def unreserve(self, job_id: str) -> None:
         """Give back what a job held (it ended, or it was never recorded)."""
         with self._lock:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import attrs
 
+from ._executor import Ended
 from ._launcher import ExitReport
 from ._model import EndReason, Job, JobState
 from ._notify import Notifier
@@ -21,6 +22,7 @@ class TrackedJob:
     plan_ran: bool = False
     spawned: bool = False  # the pump has its pipes; exit handling may proceed
     exit_report: ExitReport | None = None
+    remote_end: Ended | None = None  # how an executor's job ended
     start_error: str | None = None
     lost: str | None = None
     output_closed: bool = False

@@ -32,6 +32,7 @@ from ._errors import (
     ResourceExhausted,
     WorkerError,
 )
+from ._executor import Ended, Executor, ExecutorEvents, Launched, LaunchFailed
 from ._hookspecs import PROJECT_NAME, hookimpl
 from ._jobstore import (
     OUTPUT_BYTES_FACT,
@@ -110,9 +111,12 @@ __all__ = [
     "Dependency",
     "DependencyKind",
     "EndReason",
+    "Ended",
     "Engine",
     "EngineClosed",
     "EngineSettings",
+    "Executor",
+    "ExecutorEvents",
     "ExitResult",
     "FailedPrecondition",
     "FinishedSummary",
@@ -126,6 +130,8 @@ __all__ = [
     "JobSpec",
     "JobState",
     "JobStore",
+    "LaunchFailed",
+    "Launched",
     "Limits",
     "Notifier",
     "OutputStore",
