@@ -14,6 +14,7 @@ import os
 import random
 import stat
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +24,8 @@ from typing import Any
 
 import pytest
 from helpers import drain, joined
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from worker_core import Engine, JobSpec
 from worker_core.plugin import (
@@ -319,6 +322,49 @@ def test_a_cancelled_wait_for_output_loses_nothing(store: SpoolOutputStore) -> N
     assert runs(asyncio.run(follow())) == [(OUT, 0, b"after")]
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    writes=st.lists(
+        st.tuples(st.sampled_from([OUT, ERR]), st.integers(min_value=1, max_value=5000)),
+        min_size=1,
+        max_size=60,
+    ),
+    quota=st.one_of(st.just(0), st.integers(min_value=1, max_value=100_000)),
+    start_out=st.integers(min_value=0, max_value=60_000),
+    start_err=st.integers(min_value=0, max_value=60_000),
+)
+def test_any_output_replays_as_written_from_any_start(
+    writes: list[tuple[Stream, int]], quota: int, start_out: int, start_err: int
+) -> None:
+    """Whatever the interleaving, sizes, quota and start: every byte kept is delivered once,
+    at its offset, in the order of arrival; what was lost is skipped; a restart changes none
+    of it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SpoolOutputStore(Path(tmp) / "output", SpoolConfig(max_bytes_per_job=quota))
+        writer = Writer(store)
+        kept: list[Chunk] = []
+        for i, (stream, size) in enumerate(writes):
+            data = bytes([i % 251]) * size
+            offset = writer.offsets[stream]
+            lost = writer.write(stream, data)
+            if lost < size:
+                kept.append(Chunk(JOB, stream, offset, data[: size - lost]))
+        store.close(JOB)
+        start = {OUT: start_out, ERR: start_err}
+        expected = [
+            Chunk(
+                JOB, c.stream, max(c.offset, start[c.stream]), c.data[start[c.stream] - c.offset :]
+            )
+            if c.offset < start[c.stream]
+            else c
+            for c in kept
+            if c.end > start[c.stream]
+        ]
+        for reader in (store, SpoolOutputStore(Path(tmp) / "output")):
+            assert dict(reader.size(JOB)) == writer.offsets
+            assert runs(drain(reader.follow(JOB, BOTH, start))) == runs(expected)
+
+
 # --- restart ---------------------------------------------------------------------------------
 
 
@@ -563,7 +609,9 @@ def test_directories_are_0700_and_files_0600_whatever_the_umask(tmp_path: Path) 
     old = os.umask(0)
     try:
         store = SpoolOutputStore(tmp_path / "output")
-        Writer(store).write(OUT, b"x")
+        writer = Writer(store)
+        writer.write(OUT, b"x")
+        writer.write(ERR, b"y")
         store.close(JOB)
     finally:
         os.umask(old)
@@ -606,13 +654,29 @@ def test_a_bad_job_id_never_becomes_a_path(store: SpoolOutputStore, bad: str) ->
     assert sorted(os.listdir(store.directory.parent)) == ["output"]
 
 
-def test_the_index_is_small_for_a_job_that_writes_one_stream(store: SpoolOutputStore) -> None:
+def test_files_are_made_only_when_output_needs_them(store: SpoolOutputStore) -> None:
+    """A file costs more than anything else per job: none for a silent job, one for stdout
+    only (its file is its order), the index once both streams or a loss need it."""
+    store.open(OTHER)
+    store.close(OTHER)
+    assert not (store.directory / OTHER).exists()
+    assert drain(store.follow(OTHER, BOTH, StartAt.BEGINNING)) == []
+
     writer = Writer(store)
     for _ in range(1000):
         writer.write(OUT, b"line of output\n")
     store.close(JOB)
-    path = store.directory / JOB / "index"
-    assert path.stat().st_size == index.HEADER_SIZE + index.RECORD_SIZE
+    assert sorted(os.listdir(store.directory / JOB)) == ["stdout"]
+    replay = drain(SpoolOutputStore(store.directory).follow(JOB, BOTH, StartAt.BEGINNING))
+    assert runs(replay) == runs(writer.sent)
+
+    third = "ab" * 16
+    writer = Writer(store, third)
+    writer.write(OUT, b"out")
+    writer.write(ERR, b"err")
+    store.close(third)
+    path = store.directory / third / "index"
+    assert path.stat().st_size == index.HEADER_SIZE + 2 * index.RECORD_SIZE
 
 
 # --- through the engine -----------------------------------------------------------------------
