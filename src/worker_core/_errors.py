@@ -66,3 +66,24 @@ class EngineClosed(FailedPrecondition):
 
 class IllegalTransition(RuntimeError):
     """A job state moved backwards or sideways. Always a bug in the engine, never user input."""
+
+
+#: The one table from domain errors to transport-neutral status names (gRPC's code names;
+#: the HTTPS transport maps each to an HTTP status). Most specific first: the first class
+#: an error is an instance of decides. An error outside it is a bug: INTERNAL.
+ERROR_CODES: tuple[tuple[type[BaseException], str], ...] = (
+    (InvalidSpec, "INVALID_ARGUMENT"),  # AmbiguousJobId too: it lists the candidates
+    (JobNotFound, "NOT_FOUND"),
+    (PermissionDenied, "PERMISSION_DENIED"),
+    (FailedPrecondition, "FAILED_PRECONDITION"),  # EngineClosed too
+    (ResourceExhausted, "RESOURCE_EXHAUSTED"),
+    (NotImplementedError, "UNIMPLEMENTED"),
+)
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The status name of a domain error (``"NOT_FOUND"``), or None outside the table."""
+    for cls, code in ERROR_CODES:
+        if isinstance(exc, cls):
+            return code
+    return None

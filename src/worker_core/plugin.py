@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from . import _allocator
 from ._config import Config, EngineSettings, make_converter
 from ._errors import (
+    ERROR_CODES,
     AmbiguousJobId,
     ConfigError,
     EngineClosed,
@@ -31,6 +32,7 @@ from ._errors import (
     PluginError,
     ResourceExhausted,
     WorkerError,
+    error_code,
 )
 from ._executor import Ended, Executor, ExecutorEvents, Launched, LaunchFailed
 from ._hookspecs import PROJECT_NAME, hookimpl
@@ -99,6 +101,7 @@ __all__ = [
     "BOTH_STREAMS",
     "DEFAULT_PATH",
     "DEFAULT_PLUGINS",
+    "ERROR_CODES",
     "NAMESPACES",
     "OUTPUT_BYTES_FACT",
     "PROJECT_NAME",
@@ -151,6 +154,7 @@ __all__ = [
     "WorkerError",
     "config_reference",
     "describe_toml_problems",
+    "error_code",
     "hookimpl",
     "installed_plugins",
     "job_from_dict",
