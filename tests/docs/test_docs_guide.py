@@ -1,7 +1,10 @@
 """docs/PLUGIN_GUIDE.md stays true to the code, and the example plugins are installed and load.
 
 - Every hook spec has a section in the guide with its exact signature, and the firstresult
-  ones say so.
+  ones say so; the hooks whose implementations run in isolation say so (in the table and in
+  their section) and the others do not.
+- The tracing switch and every helper of ``worker_core.testing`` are documented, and the
+  guide's testing example passes as written.
 - Every spawn-plan field is in the guide's table.
 - Every example plugin under examples/plugins/ (found from its pyproject.toml, so a new one is
   covered without touching this file) is listed by ``worker plugins --json`` from its own
@@ -13,6 +16,8 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,8 @@ import pytest
 from click.testing import CliRunner
 
 from worker_core import _hookspecs as hookspecs
+from worker_core import testing
+from worker_core._hookcalls import ISOLATED_HOOKS, TRACE_VARIABLE, trace_log
 from worker_core._plugins import ENTRY_POINT_GROUP
 from worker_core.cli import build_cli
 from worker_core.plugin import SpawnPlan
@@ -32,15 +39,9 @@ EXAMPLES = sorted((ROOT / "examples" / "plugins").glob("*/pyproject.toml"))
 
 #: The hooks each example is documented to implement (its README and the guide say so).
 EXAMPLE_HOOKS = {
-    "rlimits": ["pre_spawn", "validate_spec", "configure"],
-    "allowlist": ["authorize", "pre_spawn", "configure"],
-    "audit": [
-        "authorize",
-        "on_state_change",
-        "configure",
-        "shutdown",
-        "startup",
-    ],
+    "rlimits": ["configure", "pre_spawn", "validate_spec"],
+    "allowlist": ["authorize", "configure", "pre_spawn"],
+    "audit": ["authorize", "configure", "on_state_change", "shutdown", "startup"],
 }
 
 
@@ -81,6 +82,62 @@ def test_every_hook_is_documented_with_its_signature(name):
     assert ("firstresult" in section) == firstresult, (
         f"{name}: the guide must say 'firstresult' exactly when the spec is firstresult"
     )
+
+
+def table_row(text: str, name: str) -> list[str]:
+    """The cells of the hook table's row for ``name``."""
+    row = next(line for line in text.splitlines() if line.startswith(f"| [`{name}("))
+    return [cell.strip() for cell in row.strip("|").split("|")]
+
+
+@pytest.mark.parametrize("name", sorted(hook_specs()))
+def test_the_guide_says_each_in_isolation_exactly_for_the_isolated_hooks(name):
+    text = GUIDE.read_text()
+    isolated = name in ISOLATED_HOOKS
+    results = table_row(text, name)[-1]
+    assert ("each in isolation" in results) == isolated, f"{name}: the table's results: {results}"
+    section = " ".join(guide_section(text, name).split())
+    assert ("in isolation" in section) == isolated, f"{name}: its section says otherwise"
+    if isolated:
+        # A wrapper there runs, around all of them, and its yield does not raise.
+        assert "A wrapper runs once around all of them" in section
+        assert "never raises" in section
+
+
+def test_the_guide_names_the_isolated_hooks_where_it_explains_the_rules():
+    rules = GUIDE.read_text().split("**each in isolation**", 1)[1].split("\n\n", 1)[0]
+    assert set(re.findall(r"`(\w+)`", rules)) & set(hook_specs()) == ISOLATED_HOOKS
+
+
+def test_tracing_is_documented_with_the_variable_and_the_logger():
+    section = GUIDE.read_text().split("## Tracing hook calls", 1)[1].split("\n## ", 1)[0]
+    assert f"{TRACE_VARIABLE}=1" in section
+    assert f"`{trace_log.name}`" in section
+
+
+def guide_testing_section() -> str:
+    return GUIDE.read_text().split("## Testing a plugin", 1)[1].split("\n## ", 1)[0]
+
+
+@pytest.mark.parametrize("name", testing.__all__)
+def test_every_testing_helper_is_documented(name):
+    assert f"`{name}" in guide_testing_section(), f"the guide's testing section lacks {name}"
+
+
+def test_the_testing_example_passes_as_written(tmp_path):
+    example = re.findall(r"```python\n(.*?)```", guide_testing_section(), re.S)[0]
+    assert "from worker_core.testing import" in example
+    (tmp_path / "test_guide_example.py").write_text(example)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
 
 
 @pytest.mark.parametrize("field", [f.name for f in attrs.fields(SpawnPlan)])

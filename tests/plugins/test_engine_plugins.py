@@ -4,6 +4,7 @@ in which order, and what it may change."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -11,11 +12,12 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from helpers import Recorder, drain, joined, running_engine
+from helpers import Recorder, proc_stat, wait_until
 
 from worker_core.cli import build_cli
 from worker_core.plugin import (
     Action,
+    Chunk,
     EndReason,
     Engine,
     ExitResult,
@@ -27,19 +29,22 @@ from worker_core.plugin import (
     Limits,
     PermissionDenied,
     Principal,
+    QueueReason,
     SpawnPlan,
     Stream,
     WorkerError,
     hookimpl,
 )
-from worker_plugins.memory_store import MemoryOutputStore
+from worker_core.testing import drain, run_job, running_engine
+from worker_plugins.memory.jobs import MemoryJobStore
+from worker_plugins.memory.output import MemoryOutputStore
 
 ALICE, EVE = Principal("alice"), Principal("eve")
 
 
 def test_a_plugin_sees_pre_spawn_then_on_output_then_post_exit_in_that_order() -> None:
     recorder = Recorder()
-    with running_engine([recorder]) as engine:
+    with running_engine(recorder) as engine:
         job = engine.submit(JobSpec("/bin/sh", args=["-c", "echo out; echo err >&2"]))
         ended = engine.wait(job.id, 5)
     kinds = [k for k in recorder.kinds(job.id) if k != "state"]
@@ -69,7 +74,7 @@ class EnvAdder:
 
 
 def test_pre_spawn_can_add_to_the_jobs_environment_through_the_plan() -> None:
-    with running_engine([EnvAdder()]) as engine:
+    with running_engine(EnvAdder()) as engine:
         job = engine.submit(JobSpec("env"))
         engine.wait(job.id, 5)
         lines = engine.output(job.id).decode().splitlines()
@@ -101,7 +106,7 @@ def test_a_raising_pre_spawn_fails_the_job_to_start_and_post_exit_still_cleans_u
     exc: Exception, message: str
 ) -> None:
     plugin = FailingPreSpawn(exc)
-    with running_engine([plugin]) as engine:
+    with running_engine(plugin) as engine:
         job = engine.submit(JobSpec("/bin/true"))
     assert job.end_reason is EndReason.FAILED_TO_START and job.message == message
     assert [j.id for j in plugin.cleaned_up] == [job.id]
@@ -131,7 +136,7 @@ class BrokenObserver:
 
 
 def test_post_exit_facts_are_folded_into_the_final_record_even_beside_a_broken_plugin() -> None:
-    with running_engine([FactReporter(), BrokenObserver()]) as engine:
+    with running_engine(FactReporter(), BrokenObserver()) as engine:
         job = engine.submit(JobSpec("/bin/sh", args=["-c", "echo hi; exit 7"]))
         ended = engine.wait(job.id, 5)
         assert engine.output(job.id) == b"hi\n", "the store still got the output"
@@ -151,7 +156,7 @@ class SpecChecker:
 
 
 def test_validate_spec_claims_fields_and_can_refuse_a_spec() -> None:
-    with running_engine([SpecChecker()]) as engine:
+    with running_engine(SpecChecker()) as engine:
         job = engine.submit(JobSpec("/bin/true", limits=Limits(memory_max=1 << 30)))
         assert engine.wait(job.id, 5).exit_code == 0
         with pytest.raises(InvalidSpec, match="refuses false"):
@@ -178,12 +183,117 @@ class GroupSignaller:
 
 def test_signal_job_delivers_the_stop_and_the_kill_of_leftovers_after_exit() -> None:
     plugin = GroupSignaller()
-    with running_engine([plugin]) as engine:
+    with running_engine(plugin) as engine:
         job = engine.submit(JobSpec("/bin/sleep", args=["30"]))
         stopped = engine.stop(job.id, grace=2)
     assert stopped.end_reason is EndReason.STOPPED and stopped.signal == signal.SIGTERM
     # SIGTERM for the stop, then SIGKILL for anything the job left behind after its exit.
     assert plugin.signals == [signal.SIGTERM, signal.SIGKILL]
+
+
+class SignalFreezer:
+    """Pauses a job itself (as ``cgroups`` does with its freezer), here with SIGSTOP/SIGCONT."""
+
+    def __init__(self) -> None:
+        self.asked: list[bool] = []
+
+    @hookimpl
+    def freeze_job(self, job: Job, frozen: bool) -> bool:
+        self.asked.append(frozen)
+        os.killpg(job.pid, signal.SIGSTOP if frozen else signal.SIGCONT)  # type: ignore[arg-type]
+        return True
+
+
+def _stopped(pid: int) -> bool:
+    stat = proc_stat(pid)
+    return stat is not None and stat.state in {"T", "t"}
+
+
+def test_freeze_job_pauses_and_resumes_a_job_in_place_of_the_signals() -> None:
+    plugin = SignalFreezer()
+    with running_engine(plugin) as engine:
+        job = engine.submit(JobSpec("/bin/sleep", ("30",)))
+        assert job.pid is not None
+        assert engine.pause(job.id).state is JobState.PAUSED
+        assert wait_until(lambda: _stopped(job.pid), 10), "the plugin's freeze took effect"
+        assert engine.resume(job.id).state is JobState.RUNNING
+        assert wait_until(lambda: not _stopped(job.pid), 10)
+        stopped = engine.stop(job.id, grace=2)
+    assert plugin.asked == [True, False]
+    assert stopped.end_reason is EndReason.STOPPED
+
+
+class UsageReporter:
+    """Answers ``job_usage`` for the jobs it prepared, as ``cgroups`` does for its own."""
+
+    def __init__(self) -> None:
+        self.mine: set[str] = set()
+        self.asked: list[str] = []
+
+    @hookimpl
+    def pre_spawn(self, job: Job, plan: SpawnPlan) -> None:
+        self.mine.add(job.id)
+
+    @hookimpl
+    def job_usage(self, job: Job) -> dict[str, int | float] | None:
+        self.asked.append(job.id)
+        if job.id not in self.mine:
+            return None
+        return {"cpu_seconds": 1.5, "memory_current": 4096}
+
+
+def test_job_usage_answers_for_an_active_job_only() -> None:
+    plugin = UsageReporter()
+    with running_engine(plugin) as engine:
+        job = engine.submit(JobSpec("/bin/sleep", ("30",)))
+        assert engine.usage(job.id) == {"cpu_seconds": 1.5, "memory_current": 4096}
+        engine.stop(job.id, grace=2)
+        assert engine.usage(job.id) == {}, "an ended job uses nothing"
+    assert plugin.asked == [job.id], "the hook is not asked about a job that has ended"
+
+
+class Gate:
+    """Keeps every job queued while closed."""
+
+    name = "gate"
+
+    def __init__(self) -> None:
+        self.open = False
+        self.asked = 0
+
+    @hookimpl
+    def admit(self, job: Job) -> str | None:
+        self.asked += 1
+        return None if self.open else "the gate is closed"
+
+
+class BrokenAdmit:
+    name = "broken-admit"
+
+    @hookimpl
+    def admit(self, job: Job) -> str | None:
+        raise RuntimeError("admission service unreachable")
+
+
+def test_admit_keeps_a_job_queued_until_every_plugin_agrees(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gate = Gate()
+    with caplog.at_level(logging.ERROR), running_engine(gate, BrokenAdmit()) as engine:
+        waiting = engine.submit(JobSpec("/bin/echo", ("at last",)))
+        assert waiting.state is JobState.QUEUED
+        assert waiting.queue_reason is QueueReason.PLUGIN
+        assert gate.asked >= 1, "the broken plugin did not keep the gate from being asked"
+        gate.open = True
+        # The next scheduling pass (this job ending) asks again, and the queued one starts.
+        assert run_job(engine, JobSpec("/bin/true")).exit_code == 0
+        ended = engine.wait(waiting.id, timeout=30)
+        assert ended.exit_code == 0 and engine.output(waiting.id) == b"at last\n"
+    assert any(
+        "plugin 'broken-admit': admit raised RuntimeError: admission service unreachable"
+        in record.getMessage()
+        for record in caplog.records
+    ), "a raising admit is logged, naming the plugin, and counts as no answer"
 
 
 class Lifecycle:
@@ -215,26 +325,109 @@ def test_configure_startup_and_shutdown_fire_once_each_in_order() -> None:
     assert len(plugin.calls) == 3, "closing twice fires nothing more"
 
 
-class OwnStore(MemoryOutputStore):
-    """A replacement output store (the default one disabled with ``no:memory``)."""
+class RecordingJobStore(MemoryJobStore):
+    """A job store that notes what the engine asks of it."""
 
-    name = "own-store"
-    served = 0
+    def __init__(self) -> None:
+        super().__init__()
+        self.added: list[str] = []
+        self.updates: list[tuple[str, JobState]] = []
+        self.closed = 0
+        self._note = threading.Lock()
+
+    def add(self, job: Job) -> Job:
+        with self._note:
+            self.added.append(job.id)
+        return super().add(job)
+
+    def update(self, job: Job) -> None:
+        with self._note:
+            self.updates.append((job.id, job.state))
+        super().update(job)
+
+    def close(self) -> None:
+        self.closed += 1
+        super().close()
+
+
+class RecordingOutputStore(MemoryOutputStore):
+    """An output store that notes every call the engine makes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, str]] = []
+        self._note = threading.Lock()
+
+    def _called(self, what: str, job_id: str) -> None:
+        with self._note:
+            self.calls.append((what, job_id))
+
+    def open(self, job_id: str) -> None:
+        self._called("open", job_id)
+        super().open(job_id)
+
+    def append(self, chunk: Chunk) -> int:
+        self._called("append", chunk.job_id)
+        return super().append(chunk)
+
+    def close(self, job_id: str) -> None:
+        self._called("close", job_id)
+        super().close(job_id)
+
+
+class OwnStores:
+    """Supplies both stores; the built-in ``memory`` plugin answers only if nobody else does."""
+
+    name = "own-stores"
+
+    def __init__(self) -> None:
+        self.jobs = RecordingJobStore()
+        self.output = RecordingOutputStore()
+        self.asked: list[str] = []
 
     @hookimpl
-    def output_store(self) -> MemoryOutputStore:
-        OwnStore.served += 1
-        return self
+    def job_store(self, engine: Engine) -> MemoryJobStore:
+        self.asked.append("job_store")
+        return self.jobs
+
+    @hookimpl
+    def output_store(self, engine: Engine) -> MemoryOutputStore:
+        self.asked.append("output_store")
+        return self.output
+
+
+def _memory_plugin_saw_nothing(engine: Engine, job_id: str) -> bool:
+    memory = engine.plugin_manager.get_plugin("memory")
+    return memory.jobs.get(job_id) is None and memory.output.kept_bytes() == 0
+
+
+def test_job_store_hook_supplies_the_store_every_record_goes_through() -> None:
+    stores = OwnStores()
+    with running_engine(stores) as engine:
+        assert stores.asked == ["job_store", "output_store"], "each asked once, jobs first"
+        job = run_job(engine, JobSpec("/bin/echo", ("kept",)))
+        assert stores.jobs.added == [job.id]
+        # Every state the job went through was handed to the store, ENDED last.
+        states = [state for job_id, state in stores.jobs.updates if job_id == job.id]
+        assert states[-1] is JobState.ENDED and JobState.RUNNING in states
+        assert stores.jobs.get(job.id) == engine.get(job.id)
+        assert [j.id for j in engine.list()] == [job.id]
+        assert _memory_plugin_saw_nothing(engine, job.id)
+    assert stores.jobs.closed == 1
+    assert stores.asked == ["job_store", "output_store"]
 
 
 def test_output_store_hook_supplies_the_store_followers_read_from() -> None:
-    store = OwnStore()
-    with running_engine(["no:memory", store]) as engine:
-        assert not engine.plugin_manager.has_plugin("memory")
-        job = engine.submit(JobSpec("/bin/echo", args=["stored"]))
-        assert joined(drain(engine.follow(job.id)), Stream.STDOUT) == b"stored\n"
-        assert store.size(job.id)[Stream.STDOUT] == len(b"stored\n")
-    assert OwnStore.served == 1
+    stores = OwnStores()
+    with running_engine(stores) as engine:
+        job = run_job(engine, JobSpec("/bin/sh", ("-c", "echo stored; echo err >&2")))
+        assert drain(engine.follow(job.id)) == {Stream.STDOUT: b"stored\n", Stream.STDERR: b"err\n"}
+        assert stores.output.size(job.id) == {Stream.STDOUT: 7, Stream.STDERR: 4}
+        calls = [what for what, job_id in stores.output.calls if job_id == job.id]
+        # The engine calls the chosen store itself: open at submit, every chunk, close at the end.
+        assert calls[0] == "open" and calls[-1] == "close"
+        assert set(calls[1:-1]) == {"append"} and len(calls) >= 4
+        assert _memory_plugin_saw_nothing(engine, job.id)
 
 
 def test_register_commands_builds_the_worker_command_line() -> None:
@@ -269,7 +462,7 @@ class OwnJobsOnly:
 
 def test_a_denying_authorizer_refuses_submit_hides_others_jobs_and_filters_list() -> None:
     authorizer = OwnJobsOnly()
-    with running_engine([authorizer]) as engine:
+    with running_engine(authorizer) as engine:
         with pytest.raises(PermissionDenied, match="eve"):
             engine.submit(JobSpec("/bin/true"), principal=EVE)
         assert engine.list() == [], "a refused submit registers nothing"
@@ -294,7 +487,7 @@ class Abstainer:
 
 
 def test_with_an_authorizer_loaded_no_answer_is_a_deny() -> None:
-    with running_engine([Abstainer()]) as engine:
+    with running_engine(Abstainer()) as engine:
         with pytest.raises(PermissionDenied):
             engine.submit(JobSpec("/bin/true"), principal=ALICE)
         job = engine.submit(JobSpec("/bin/true"))
@@ -315,7 +508,7 @@ class AuditWrapper:
 
 def test_with_no_authorizer_every_principal_is_allowed_even_beside_an_audit_wrapper() -> None:
     audit = AuditWrapper()
-    with running_engine([audit]) as engine:
+    with running_engine(audit) as engine:
         job = engine.submit(JobSpec("/bin/echo", args=["ok"]), principal=EVE)
         assert engine.wait(job.id, 5, principal=ALICE).exit_code == 0
         assert engine.get(job.id, principal=ALICE).owner_name == "eve"

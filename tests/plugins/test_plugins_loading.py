@@ -15,7 +15,7 @@ from worker_core._plugins import (
     parse_plugin_names,
 )
 from worker_core.plugin import Engine, Job, PluginError, SpawnPlan, hookimpl
-from worker_plugins.memory_store import MemoryOutputStore
+from worker_plugins.memory.plugin import MemoryPlugin
 
 
 class Misspelt:
@@ -63,12 +63,12 @@ def test_the_memory_store_is_a_default_that_no_memory_disables() -> None:
 
 def test_built_in_plugins_resolve_through_the_same_entry_points_as_third_party_ones() -> None:
     installed = installed_plugins()
-    assert installed["memory"].value == "worker_plugins.memory_store:MemoryOutputStore"
+    assert installed["memory"].value == "worker_plugins.memory.plugin:MemoryPlugin"
     assert installed["memory"].distribution == "worker"
     engine = Engine("memory")
     try:
         # A class entry point is instantiated: the plugin keeps per-engine state.
-        assert isinstance(engine.plugin_manager.get_plugin("memory"), MemoryOutputStore)
+        assert isinstance(engine.plugin_manager.get_plugin("memory"), MemoryPlugin)
     finally:
         engine.close()
 
@@ -95,10 +95,19 @@ def test_registering_two_plugins_under_one_name_is_a_plugin_error() -> None:
         load_plugins(pm, [Named()])
 
 
+class SeveralHooks:
+    @hookimpl
+    def pre_spawn(self, job: Job, plan: SpawnPlan) -> None:
+        pass
+
+    @hookimpl(wrapper=True)
+    def post_exit(self) -> Any:
+        return (yield)
+
+    def helper(self) -> None:
+        """Not a hook: not marked."""
+
+
 def test_hook_names_lists_what_a_plugin_implements() -> None:
-    assert hook_names(MemoryOutputStore()) == [
-        "on_output",
-        "on_state_change",
-        "output_store",
-        "configure",
-    ]
+    assert hook_names(SeveralHooks()) == ["post_exit", "pre_spawn"]
+    assert hook_names(MemoryPlugin()) == ["configure", "job_store", "output_store"]

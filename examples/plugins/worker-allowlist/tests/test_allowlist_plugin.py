@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -10,7 +11,6 @@ import pytest
 
 from worker_core.plugin import (
     Action,
-    Config,
     ConfigError,
     EndReason,
     Engine,
@@ -22,21 +22,26 @@ from worker_core.plugin import (
     SpawnPlan,
     hookimpl,
 )
+from worker_core.testing import run_job, running_engine
 
 WAIT = 10.0
 ALICE, BOB = Principal("alice"), Principal("bob")
 RULES = {"*": ["true"], "alice": ["echo", "sleep"]}
 
 
-def make_engine(*plugins: object, **section: Any) -> Engine:
-    config = Config.from_mapping({"plugins": {"allowlist": {"rules": RULES, **section}}})
-    return Engine(plugins=["allowlist", *plugins], config=config)
+def allowlist_engine_with(
+    *plugins: object, **section: Any
+) -> contextlib.AbstractContextManager[Engine]:
+    """A started engine with ``allowlist`` (:data:`RULES` and ``section``) and ``plugins``."""
+    return running_engine(
+        "allowlist", *plugins, config={"plugins": {"allowlist": {"rules": RULES, **section}}}
+    )
 
 
 @pytest.fixture
 def allowlist_engine() -> Iterator[Engine]:
     """The plugin alone, answering True to what it does not deny."""
-    with make_engine(allow_others=True) as engine:
+    with allowlist_engine_with(allow_others=True) as engine:
         yield engine
 
 
@@ -51,10 +56,7 @@ class AllowAll:
 def submit_and_wait(
     engine: Engine, principal: Principal, command: str, *args: str, **spec: Any
 ) -> Job:
-    job = engine.submit(JobSpec(command, args, **spec), principal=principal)
-    job = engine.wait(job.id, timeout=WAIT)
-    assert job.is_finished
-    return job
+    return run_job(engine, JobSpec(command, args, **spec), WAIT, principal=principal)
 
 
 def test_a_listed_command_runs(allowlist_engine):
@@ -110,18 +112,17 @@ def test_reads_and_stops_are_left_alone(allowlist_engine):
 
 
 def test_the_trusted_library_caller_is_not_checked(allowlist_engine):
-    job = allowlist_engine.submit(JobSpec("cat", ("/dev/null",)))
-    assert allowlist_engine.wait(job.id, timeout=WAIT).exit_code == 0
+    assert run_job(allowlist_engine, JobSpec("cat", ("/dev/null",)), WAIT).exit_code == 0
 
 
 def test_alone_without_allow_others_it_denies_everything():
     # With an authorizer loaded, a call nobody answers True is a deny; this plugin abstains.
-    with make_engine() as engine, pytest.raises(PermissionDenied):
+    with allowlist_engine_with() as engine, pytest.raises(PermissionDenied):
         engine.submit(JobSpec("echo", ("x",)), principal=ALICE)
 
 
 def test_it_narrows_what_an_allowing_authorizer_allows():
-    with make_engine(AllowAll()) as engine:
+    with allowlist_engine_with(AllowAll()) as engine:
         assert submit_and_wait(engine, ALICE, "echo", "x").exit_code == 0
         with pytest.raises(PermissionDenied):  # any deny wins
             engine.submit(JobSpec("cat", ("/dev/null",)), principal=ALICE)
@@ -137,9 +138,8 @@ class _SwapExecutable:
 
 
 def test_what_is_really_execd_is_checked_again():
-    with make_engine(_SwapExecutable(), allow_others=True) as engine:
-        job = engine.submit(JobSpec("echo", ("x",)), principal=ALICE)
-        job = engine.wait(job.id, timeout=WAIT)
+    with allowlist_engine_with(_SwapExecutable(), allow_others=True) as engine:
+        job = run_job(engine, JobSpec("echo", ("x",)), WAIT, principal=ALICE)
         assert job.state is JobState.ENDED
         assert job.end_reason is EndReason.FAILED_TO_START
         assert "may not run '/usr/bin/cat' (allowlist)" in job.message
@@ -168,7 +168,8 @@ def test_what_is_really_execd_is_checked_again():
     ],
 )
 def test_configuration_errors_name_the_key(section, message):
-    with pytest.raises(ConfigError, match=message):
-        Engine(
-            plugins=["allowlist"], config=Config.from_mapping({"plugins": {"allowlist": section}})
-        )
+    with (
+        pytest.raises(ConfigError, match=message),
+        running_engine("allowlist", config={"plugins": {"allowlist": section}}),
+    ):
+        pass

