@@ -92,7 +92,7 @@ EXERCISED_BY = {
         "test_register_commands_builds_the_worker_command_line",
     ),
     "serve_transports": (
-        "plugins/test_serve_transports.py",
+        "plugins/test_serve_transports_hook.py",
         "test_serve_runs_a_third_party_transport_from_the_hook_and_stops_it",
     ),
 }
