@@ -57,6 +57,7 @@ from ._model import (
     JobSpec,
     JobState,
     Principal,
+    QueueReason,
     transition,
 )
 from ._output import BOTH_STREAMS, Chunk, Follower, OutputStore, StartAt, StartPosition, Stream
@@ -77,6 +78,9 @@ MIN_ID_PREFIX = 4
 MAX_PAGE_SIZE = 1000
 #: Signals a job may be sent (Engine.signal).
 _SIGNALS = frozenset(int(s) for s in signal.valid_signals())
+
+#: Seconds after which jobs a plugin's ``admit`` hook delayed are looked at again.
+ADMIT_RETRY_SECONDS = 2.0
 
 #: Seconds between runs of retention (and retries of records the store could not commit).
 HOUSEKEEPING_INTERVAL = 30.0
@@ -124,6 +128,7 @@ class Engine:
         self._records: JobStore | None = None
         self._queue: Scheduler | None = None
         self._executor: Executor | None = None
+        self._kick_pending = False
         self._started = False
         self._closed = False
         self._launcher: LauncherClient | None = None
@@ -459,7 +464,7 @@ class Engine:
                     return
                 job, previous = entry.events.pop(0)
             for exc in self.hooks.on_state_change(job, previous):
-                log.error("job %s: an on_state_change hook failed: %r", job.id, exc)
+                log.error("job %s: %s", job.id, exc, exc_info=exc)
 
     # -------------------------------------------------------------------------------------
     # submit
@@ -588,6 +593,8 @@ class Engine:
             current = pending.popleft()
             for item, reason in current.reasons:
                 entry = cast(TrackedJob, item)
+                if reason is QueueReason.PLUGIN:
+                    self._kick_soon()
                 with entry.notifier:
                     if entry.job.state is JobState.QUEUED and entry.job.queue_reason is not reason:
                         self._publish(entry, attrs.evolve(entry.job, queue_reason=reason))
@@ -605,6 +612,22 @@ class Engine:
                 # Never on the thread that called: that may be the launcher's reader, which
                 # must stay free to read the answer to this very spawn.
                 self._submit_background(self._start_queued, entry)
+
+    def _kick_soon(self) -> None:
+        """Look at the queue again in a while: a plugin's admit hook delayed a job, and only
+        asking again tells when it agrees."""
+        with self._lock:
+            if self._kick_pending or self._timers is None or self._closed:
+                return
+            self._kick_pending = True
+
+        def kick() -> None:
+            with self._lock:
+                self._kick_pending = False
+            if not self._closed:
+                self._apply(self._sched().kick())
+
+        self._timers.call_later(ADMIT_RETRY_SECONDS, kick)
 
     def _start_queued(self, entry: TrackedJob) -> None:
         with entry.notifier:
@@ -876,7 +899,7 @@ class Engine:
         job = entry.job
         if entry.plan_ran:
             for exc in self.hooks.post_exit(job, result):
-                log.error("job %s: a post_exit hook failed: %s", job.id, exc)
+                log.error("job %s: %s", job.id, exc, exc_info=exc)
         for timer in [*entry.other_timers, entry.kill_timer, entry.timeout_timer]:
             if timer is not None:
                 timer.cancel()
@@ -937,7 +960,7 @@ class Engine:
             if lost:
                 entry.lost_bytes += lost
         for exc in self.hooks.on_output(entry.job, chunk):
-            log.error("job %s: an on_output hook failed: %r", job_id, exc)
+            log.error("job %s: %s", job_id, exc, exc_info=exc)
 
     def follow(
         self,
