@@ -63,7 +63,7 @@ def test_table_columns_line_up() -> None:
     running = Job(
         id="j2",
         owner=None,
-        spec=JobSpec("sh", ("-c", "x" * 100)),
+        spec=JobSpec("sh", ("-c", "x" * 100), name="build", labels={"team": "data", "a": "1"}),
         state=JobState.RUNNING,
         pid=42,
         created_at=90.0,
@@ -72,6 +72,17 @@ def test_table_columns_line_up() -> None:
     text = job_table([_ended(EndReason.EXITED, exit_code=0), running], now=110.0)
     header, first, second = text.splitlines()  # oldest first
     assert header.index("COMMAND") == first.index("sh -c") == second.index("sleep 30")
-    assert first.split()[:6] == ["j2", "-", "running", "-", "20.0s", "19.0s"]
-    assert second.split()[:6] == ["j1", "alice", "exited", "0", "10.0s", "3.0s"]
+    assert header.index("LABELS") == first.index("a=1,team=data")
+    assert second[header.index("LABELS")] == "-"
+    assert first.split()[:8] == [
+        "j2",
+        "build",
+        "-",
+        "running",
+        "-",
+        "20.0s",
+        "19.0s",
+        "a=1,team=data",
+    ]
+    assert second.split()[:8] == ["j1", "-", "alice", "exited", "0", "10.0s", "3.0s", "-"]
     assert first.endswith("...") and len(first.split("  ")[-1]) <= 60

@@ -22,6 +22,7 @@ from worker_core import (
 )
 from worker_core._errors import InvalidSpec
 from worker_core._output import Chunk
+from worker_core.plugin import Dependency, DependencyKind, JobQuery, QueueReason
 from worker_plugins.grpc_transport import convert
 from worker_plugins.grpc_transport import worker_pb2 as pb
 from worker_plugins.grpc_transport.batching import EncodedChunk, batch, encode_output_chunk
@@ -56,6 +57,15 @@ specs = st.builds(
     ),
     timeout=st.none() | st.floats(min_value=0.001, max_value=1e6),
     options=st.dictionaries(text, text, max_size=2),
+    name=text,
+    labels=st.dictionaries(text, text, max_size=3),
+    priority=st.integers(-1000, 1000),
+    after=st.lists(
+        st.builds(Dependency, job_id=text.filter(bool), kind=st.sampled_from(DependencyKind)),
+        max_size=3,
+    ),
+    hold=st.booleans(),
+    begin_at=st.none() | st.floats(min_value=0, max_value=4e9),
 )
 
 
@@ -64,7 +74,7 @@ def test_spec_round_trip(spec: JobSpec) -> None:
     assert convert.spec_from_pb(convert.spec_to_pb(spec)) == spec
 
 
-def test_job_round_trip_with_facts_as_strings() -> None:
+def test_job_round_trip_with_typed_facts() -> None:
     job = Job(
         id="abc",
         owner=Principal("alice"),
@@ -76,17 +86,47 @@ def test_job_round_trip_with_facts_as_strings() -> None:
         message="killed",
         started_at=1.5,
         ended_at=2.5,
-        facts={"oom_killed": True, "memory_peak": 1024, "cpu_seconds": 0.25, "note": "x"},
+        facts={
+            "oom_killed": True,
+            "memory_peak": 1024,
+            "big": 2**60 + 1,
+            "cpu_seconds": 0.25,
+            "whole_seconds": 2.0,
+            "note": "x",
+            "nan": math.nan,
+            "nested": {"a": [1, "b", None]},
+        },
+        queue_reason=None,
+        idempotency_key="retry-7",
     )
     message = convert.job_to_pb(job)
     assert dict(message.facts) == {
         "oom_killed": "true",
         "memory_peak": "1024",
+        "big": str(2**60 + 1),
         "cpu_seconds": "0.25",
+        "whole_seconds": "2.0",
         "note": "x",
+        "nan": "nan",
+        "nested": "{'a': [1, 'b', None]}",
     }
     back = convert.job_from_pb(message)
-    assert back.facts == dict(message.facts)
+    # Typed from fact_values; integers exact (from the text), a float stays a float.
+    assert back.facts == {
+        "oom_killed": True,
+        "memory_peak": 1024,
+        "big": 2**60 + 1,
+        "cpu_seconds": 0.25,
+        "whole_seconds": 2.0,
+        "note": "x",
+        "nan": "nan",
+        "nested": {"a": [1.0, "b", None]},
+    }
+    assert type(back.facts["memory_peak"]) is int and type(back.facts["whole_seconds"]) is float
+    assert back.idempotency_key == "retry-7" and back.queue_reason is None
+    # An older server sends text only: the client shows the text.
+    message.ClearField("fact_values")
+    assert convert.job_from_pb(message).facts == dict(message.facts)
     assert (back.id, back.owner, back.state, back.end_reason, back.pid, back.signal) == (
         "abc",
         Principal("alice"),
@@ -116,6 +156,42 @@ def test_enum_tables_are_complete() -> None:
     assert set(convert.STATE_TO_PB) == set(JobState)
     assert set(convert.END_REASON_TO_PB) == set(EndReason)
     assert set(convert.STREAM_TO_PB) == set(Stream)
+    assert set(convert.QUEUE_REASON_TO_PB) == set(QueueReason)
+    assert set(convert.DEPENDENCY_KIND_TO_PB) == set(DependencyKind)
+    # Every wire value but UNSPECIFIED has a model value, and the other way round.
+    for table, enum in (
+        (convert.STATE_FROM_PB, pb.JobState),
+        (convert.END_REASON_FROM_PB, pb.EndReason),
+        (convert.QUEUE_REASON_FROM_PB, pb.QueueReason),
+    ):
+        assert set(table) == set(enum.values()) - {0}
+    assert set(convert.DEPENDENCY_KIND_FROM_PB) == set(pb.DependencyKind.values())
+
+
+def test_queued_job_with_its_reason() -> None:
+    job = Job(
+        id="q",
+        owner=None,
+        spec=JobSpec("/bin/true"),
+        state=JobState.QUEUED,
+        queue_reason=QueueReason.RUNNING_CAP,
+    )
+    message = convert.job_to_pb(job)
+    assert (message.state, message.queue_reason) == (
+        pb.JOB_STATE_QUEUED,
+        pb.QUEUE_REASON_RUNNING_CAP,
+    )
+    back = convert.job_from_pb(message)
+    assert (back.state, back.queue_reason, back.idempotency_key) == (
+        JobState.QUEUED,
+        QueueReason.RUNNING_CAP,
+        None,
+    )
+
+
+def test_a_dependency_of_unspecified_kind_is_ok() -> None:
+    message = pb.JobSpec(command="x", after=[pb.Dependency(job_id="abcd")])
+    assert convert.spec_from_pb(message).after == (Dependency("abcd", DependencyKind.OK),)
 
 
 @pytest.mark.parametrize(
@@ -140,6 +216,17 @@ def test_enum_tables_are_complete() -> None:
         (pb.JobSpec(command="x", isolation=pb.Isolation(gid=2**32 - 1)), "isolation.gid"),
         (pb.JobSpec(command="x", timeout_seconds=math.nan), "timeout_seconds"),
         (pb.JobSpec(command="x", timeout_seconds=0), "timeout_seconds"),
+        (pb.JobSpec(command="x", name="a\0"), "name"),
+        (pb.JobSpec(command="x", labels={"k": "\0"}), "labels['k']"),
+        (pb.JobSpec(command="x", priority=1001), "priority"),
+        (pb.JobSpec(command="x", priority=-(2**31)), "priority"),
+        (pb.JobSpec(command="x", after=[pb.Dependency()]), "after[0].job_id"),
+        (
+            pb.JobSpec(command="x", after=[pb.Dependency(job_id="abcd", kind=9)]),  # type: ignore[arg-type]
+            "after[0].kind",
+        ),
+        (pb.JobSpec(command="x", begin_at=math.inf), "begin_at"),
+        (pb.JobSpec(command="x", begin_at=-1), "begin_at"),
     ],
 )
 def test_bad_specs_name_the_field(message: pb.JobSpec, field: str) -> None:
@@ -168,6 +255,62 @@ def test_tail_request_fields() -> None:
         assert convert.start_from_pb(request) == expected
     assert convert.states_from_pb([]) is None
     assert convert.states_from_pb([pb.JOB_STATE_ENDED]) == {JobState.ENDED}
+
+
+def test_list_request_to_query_and_back() -> None:
+    query = JobQuery(
+        states=frozenset({JobState.ENDED, JobState.QUEUED}),
+        owner="bob",
+        name="nightly",
+        labels={"team": "data", "tier": ""},
+        created_after=10.0,
+        created_before=20.0,
+        ended_after=30.0,
+        ended_before=40.0,
+    )
+    request = convert.query_to_pb(query, page_size=7, page_token="t")
+    assert (request.page_size, request.page_token) == (7, "t")
+    assert convert.query_from_pb(request) == query
+    # Empty fields do not filter.
+    assert convert.query_from_pb(pb.ListRequest()) == JobQuery()
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (pb.ListRequest(states=[99]), "states[0]"),  # type: ignore[list-item]
+        (pb.ListRequest(states=[pb.JOB_STATE_UNSPECIFIED]), "states[0]"),
+        (pb.ListRequest(created_after=-1), "created_after"),
+        (pb.ListRequest(created_before=math.nan), "created_before"),
+        (pb.ListRequest(ended_after=math.inf), "ended_after"),
+        (pb.ListRequest(ended_before=-math.inf), "ended_before"),
+        (pb.ListRequest(owner="a\0"), "owner"),
+        (pb.ListRequest(name="a\0"), "name"),
+        (pb.ListRequest(labels={"k\0": "v"}), "labels['k\\x00']"),
+    ],
+)
+def test_bad_list_requests_name_the_field(request_: pb.ListRequest, field: str) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        convert.query_from_pb(request_)
+    assert info.value.field == field
+
+
+def test_purge_requests() -> None:
+    assert convert.purge_query_from_pb(pb.PurgeRequest(job_ids=["abcd"])) is None
+    assert convert.purge_query_from_pb(pb.PurgeRequest(ended_before=5.0)) == JobQuery(
+        ended_before=5.0
+    )
+    assert convert.purge_query_from_pb(pb.PurgeRequest(owner="bob")) == JobQuery(owner="bob")
+    for request, field in (
+        (pb.PurgeRequest(), "job_ids"),  # purging everything must be asked for
+        (pb.PurgeRequest(job_ids=["abcd"], ended_before=5.0), "ended_before"),
+        (pb.PurgeRequest(job_ids=["abcd"], owner="bob"), "owner"),
+        (pb.PurgeRequest(job_ids=["abcd", ""]), "job_ids[1]"),
+        (pb.PurgeRequest(ended_before=math.nan), "ended_before"),
+    ):
+        with pytest.raises(InvalidSpec) as info:
+            convert.purge_query_from_pb(request)
+        assert info.value.field == field
 
 
 def _chunks(*parts: tuple[Stream, int, bytes]) -> list[Chunk]:

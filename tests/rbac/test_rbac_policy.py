@@ -11,7 +11,7 @@ from worker_core._toml_errors import format_path
 from worker_plugins.rbac.policy import Permission, Policy, load
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "policy.toml"
-EXPECTED = "expected one of: read:all, read:own, stop:all, stop:own, submit"
+EXPECTED = "expected one of: purge:all, purge:own, read:all, read:own, stop:all, stop:own, submit"
 
 
 def error_for(tmp_path: Path, text: str) -> str:
@@ -28,12 +28,14 @@ def test_the_example_policy_loads() -> None:
         Permission.SUBMIT,
         Permission.STOP_ALL,
         Permission.READ_ALL,
+        Permission.PURGE_ALL,
     }
     for operator in ("operator", "alice", "bob"):
         assert policy.permissions(Principal(operator)) == {
             Permission.SUBMIT,
             Permission.STOP_OWN,
             Permission.READ_OWN,
+            Permission.PURGE_OWN,
         }
     assert policy.permissions(Principal("viewer")) == {Permission.READ_ALL}
     assert policy.permissions(Principal("mallory")) == frozenset()

@@ -10,20 +10,27 @@ answers INVALID_ARGUMENT rather than failing somewhere deeper.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from google.protobuf import json_format, struct_pb2
+
 from worker_core.plugin import (
     BOTH_STREAMS,
+    Dependency,
+    DependencyKind,
     EndReason,
     InvalidSpec,
     IOLimit,
     Isolation,
     Job,
+    JobQuery,
     JobSpec,
     JobState,
     Limits,
     Principal,
+    QueueReason,
     StartAt,
     StartPosition,
     Stream,
@@ -46,8 +53,11 @@ STREAM_TO_PB: Mapping[Stream, pb.Stream.ValueType] = {
 STREAM_FROM_PB: Mapping[pb.Stream.ValueType, Stream] = {v: k for k, v in STREAM_TO_PB.items()}
 
 STATE_TO_PB: Mapping[JobState, pb.JobState.ValueType] = {
+    JobState.QUEUED: pb.JOB_STATE_QUEUED,
+    JobState.HELD: pb.JOB_STATE_HELD,
     JobState.PENDING: pb.JOB_STATE_PENDING,
     JobState.RUNNING: pb.JOB_STATE_RUNNING,
+    JobState.PAUSED: pb.JOB_STATE_PAUSED,
     JobState.STOPPING: pb.JOB_STATE_STOPPING,
     JobState.ENDED: pb.JOB_STATE_ENDED,
 }
@@ -60,9 +70,35 @@ END_REASON_TO_PB: Mapping[EndReason, pb.EndReason.ValueType] = {
     EndReason.TIMED_OUT: pb.END_REASON_TIMED_OUT,
     EndReason.FAILED_TO_START: pb.END_REASON_FAILED_TO_START,
     EndReason.LOST: pb.END_REASON_LOST,
+    EndReason.SHUTDOWN: pb.END_REASON_SHUTDOWN,
+    EndReason.DEPENDENCY_FAILED: pb.END_REASON_DEPENDENCY_FAILED,
 }
 END_REASON_FROM_PB: Mapping[pb.EndReason.ValueType, EndReason] = {
     v: k for k, v in END_REASON_TO_PB.items()
+}
+
+QUEUE_REASON_TO_PB: Mapping[QueueReason, pb.QueueReason.ValueType] = {
+    QueueReason.PRIORITY: pb.QUEUE_REASON_PRIORITY,
+    QueueReason.RESOURCES: pb.QUEUE_REASON_RESOURCES,
+    QueueReason.RUNNING_CAP: pb.QUEUE_REASON_RUNNING_CAP,
+    QueueReason.OWNER_CAP: pb.QUEUE_REASON_OWNER_CAP,
+    QueueReason.DEPENDENCY: pb.QUEUE_REASON_DEPENDENCY,
+    QueueReason.BEGIN_TIME: pb.QUEUE_REASON_BEGIN_TIME,
+    QueueReason.PLUGIN: pb.QUEUE_REASON_PLUGIN,
+}
+QUEUE_REASON_FROM_PB: Mapping[pb.QueueReason.ValueType, QueueReason] = {
+    v: k for k, v in QUEUE_REASON_TO_PB.items()
+}
+
+# UNSPECIFIED means OK on the way in (the proto says so): the common case needs no field.
+DEPENDENCY_KIND_TO_PB: Mapping[DependencyKind, pb.DependencyKind.ValueType] = {
+    DependencyKind.OK: pb.DEPENDENCY_KIND_OK,
+    DependencyKind.ANY: pb.DEPENDENCY_KIND_ANY,
+    DependencyKind.FAILED: pb.DEPENDENCY_KIND_FAILED,
+}
+DEPENDENCY_KIND_FROM_PB: Mapping[pb.DependencyKind.ValueType, DependencyKind] = {
+    pb.DEPENDENCY_KIND_UNSPECIFIED: DependencyKind.OK,
+    **{v: k for k, v in DEPENDENCY_KIND_TO_PB.items()},
 }
 
 
@@ -94,6 +130,16 @@ def _number(field: str, message: Any, name: str) -> float | None:
     value: float = getattr(message, name)
     if not math.isfinite(value) or value <= 0:
         raise InvalidSpec(field, f"must be a positive finite number, got {value}")
+    return value
+
+
+def _timestamp(field: str, message: Any, name: str) -> float | None:
+    """An optional time in seconds since the epoch: finite and not before 1970."""
+    if not message.HasField(name):
+        return None
+    value: float = getattr(message, name)
+    if not math.isfinite(value) or value < 0:
+        raise InvalidSpec(field, f"must be a time in seconds since the epoch, got {value}")
     return value
 
 
@@ -137,6 +183,16 @@ def _str_map(field: str, values: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+def _dependency_from_pb(i: int, dependency: pb.Dependency) -> Dependency:
+    job_id = _text(f"after[{i}].job_id", dependency.job_id)
+    if not job_id:
+        raise InvalidSpec(f"after[{i}].job_id", "must name a job")
+    kind = DEPENDENCY_KIND_FROM_PB.get(dependency.kind)
+    if kind is None:
+        raise InvalidSpec(f"after[{i}].kind", f"unknown dependency kind {dependency.kind}")
+    return Dependency(job_id=job_id, kind=kind)
+
+
 def spec_from_pb(message: pb.JobSpec) -> JobSpec:
     """A :class:`JobSpec` from a request; :class:`InvalidSpec` naming the field if malformed.
 
@@ -154,6 +210,12 @@ def spec_from_pb(message: pb.JobSpec) -> JobSpec:
         isolation=_isolation_from_pb(message.isolation),
         timeout=_number("timeout_seconds", message, "timeout_seconds"),
         options=_str_map("options", message.options),
+        name=_text("name", message.name),
+        labels=_str_map("labels", message.labels),
+        priority=message.priority,  # the model refuses one out of range, naming "priority"
+        after=[_dependency_from_pb(i, d) for i, d in enumerate(message.after)],
+        hold=message.hold,
+        begin_at=_timestamp("begin_at", message, "begin_at"),
     )
 
 
@@ -187,6 +249,14 @@ def spec_to_pb(spec: JobSpec) -> pb.JobSpec:
         isolation=pb.Isolation(uid=spec.isolation.uid, gid=spec.isolation.gid),
         timeout_seconds=spec.timeout,
         options=dict(spec.options),
+        name=spec.name,
+        labels=dict(spec.labels),
+        priority=spec.priority,
+        after=[
+            pb.Dependency(job_id=d.job_id, kind=DEPENDENCY_KIND_TO_PB[d.kind]) for d in spec.after
+        ],
+        hold=spec.hold,
+        begin_at=spec.begin_at,
     )
 
 
@@ -204,8 +274,32 @@ def fact_to_str(value: Any) -> str:
     return str(value)
 
 
+def _json_value(value: Any) -> Any:
+    """``value`` as a ``google.protobuf.Value`` can hold it (JSON's types); anything else, and
+    a number JSON cannot write (NaN, infinities), as its text."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int | float):
+        return value if math.isfinite(value) else fact_to_str(value)
+    if isinstance(value, list | tuple):
+        return [_json_value(item) for item in value]
+    if isinstance(value, Mapping):
+        return {str(key): _json_value(item) for key, item in value.items()}
+    return fact_to_str(value)
+
+
+def facts_struct(facts: Mapping[str, Any]) -> struct_pb2.Struct | None:
+    """Plugin facts with their types, for ``Job.fact_values``; None when there are none."""
+    if not facts:
+        return None
+    struct = struct_pb2.Struct()
+    struct.update({key: _json_value(value) for key, value in facts.items()})
+    return struct
+
+
 def job_to_pb(job: Job) -> pb.Job:
-    """The wire form of a job record; plugin facts become strings (see :func:`fact_to_str`)."""
+    """The wire form of a job record. Plugin facts go twice: as text in ``facts`` (see
+    :func:`fact_to_str`) and with their JSON types in ``fact_values``."""
     return pb.Job(
         id=job.id,
         owner=job.owner_name or "",
@@ -224,6 +318,13 @@ def job_to_pb(job: Job) -> pb.Job:
         started_at=job.started_at,
         ended_at=job.ended_at,
         facts={key: fact_to_str(value) for key, value in job.facts.items()},
+        queue_reason=(
+            QUEUE_REASON_TO_PB[job.queue_reason]
+            if job.queue_reason is not None
+            else pb.QUEUE_REASON_UNSPECIFIED
+        ),
+        idempotency_key=job.idempotency_key or "",
+        fact_values=facts_struct(job.facts),
     )
 
 
@@ -231,11 +332,34 @@ def _optional(message: Any, name: str) -> Any:
     return getattr(message, name) if message.HasField(name) else None
 
 
+_INT_TEXT = re.compile(r"-?\d+")
+
+
+def facts_from_pb(message: pb.Job) -> dict[str, Any]:
+    """The facts of a wire record with their types when the server sent them (``fact_values``),
+    as text otherwise (an older server).
+
+    A ``google.protobuf.Value`` number is a double: where the text form of the same fact is a
+    whole number, that is used instead, so an integer (a byte count) stays an exact ``int``.
+    """
+    texts = dict(message.facts)
+    if not message.HasField("fact_values"):
+        return dict(texts)
+    facts: dict[str, Any] = {}
+    for key, value in json_format.MessageToDict(message.fact_values).items():
+        text = texts.get(key)
+        exact = isinstance(value, float) and text is not None and _INT_TEXT.fullmatch(text)
+        facts[key] = int(text) if exact and text is not None else value
+    for key, text in texts.items():
+        facts.setdefault(key, text)
+    return facts
+
+
 def job_from_pb(message: pb.Job) -> Job:
     """A :class:`Job` record from the wire, for display by a client.
 
-    Facts stay strings. The state and end reason a newer server might add are shown as
-    PENDING and None rather than refused, so an old client still displays the rest.
+    The state, end reason and queue reason a newer server might add are shown as PENDING and
+    None rather than refused, so an old client still displays the rest.
     """
     return Job(
         id=message.id,
@@ -250,7 +374,9 @@ def job_from_pb(message: pb.Job) -> Job:
         created_at=message.created_at,
         started_at=_optional(message, "started_at"),
         ended_at=_optional(message, "ended_at"),
-        facts=dict(message.facts),
+        queue_reason=QUEUE_REASON_FROM_PB.get(message.queue_reason),
+        idempotency_key=message.idempotency_key or None,
+        facts=facts_from_pb(message),
     )
 
 
@@ -303,3 +429,58 @@ def start_to_pb(request: pb.TailRequest, start: StartPosition) -> None:
     else:
         request.from_offsets.stdout = start.get(Stream.STDOUT, 0)
         request.from_offsets.stderr = start.get(Stream.STDERR, 0)
+
+
+def query_from_pb(request: pb.ListRequest) -> JobQuery:
+    """The :class:`~worker_core.plugin.JobQuery` a ListRequest filters by (its paging fields,
+    ``page_size`` and ``page_token``, are the servicer's); InvalidSpec naming a bad field."""
+    return JobQuery(
+        states=frozenset(states_from_pb(request.states) or ()),
+        owner=_text("owner", request.owner) or None,
+        name=_text("name", request.name) or None,
+        labels=_str_map("labels", request.labels),
+        created_after=_timestamp("created_after", request, "created_after"),
+        created_before=_timestamp("created_before", request, "created_before"),
+        ended_after=_timestamp("ended_after", request, "ended_after"),
+        ended_before=_timestamp("ended_before", request, "ended_before"),
+    )
+
+
+def query_to_pb(query: JobQuery, page_size: int = 0, page_token: str = "") -> pb.ListRequest:
+    """The ListRequest for ``query`` (client side); its ``limit`` and ``before_seq`` are the
+    store's and do not go on the wire."""
+    return pb.ListRequest(
+        states=[STATE_TO_PB[state] for state in sorted(query.states, key=lambda s: s.value)],
+        owner=query.owner or "",
+        name=query.name or "",
+        labels=dict(query.labels),
+        created_after=query.created_after,
+        created_before=query.created_before,
+        ended_after=query.ended_after,
+        ended_before=query.ended_before,
+        page_size=page_size,
+        page_token=page_token,
+    )
+
+
+def purge_query_from_pb(request: pb.PurgeRequest) -> JobQuery | None:
+    """The filter of a PurgeRequest, or None when it names jobs (``job_ids``) instead.
+
+    A request with neither is refused rather than read as "every finished job": a purge
+    removes records for good, so it must say what it removes.
+    """
+    owner = _text("owner", request.owner) or None
+    ended_before = _timestamp("ended_before", request, "ended_before")
+    if request.job_ids:
+        for field, value in (("ended_before", ended_before), ("owner", owner)):
+            if value is not None:
+                raise InvalidSpec(field, "name jobs in job_ids or filter by it, not both")
+        for i, job_id in enumerate(request.job_ids):
+            if not _text(f"job_ids[{i}]", job_id):
+                raise InvalidSpec(f"job_ids[{i}]", "must not be empty")
+        return None
+    if ended_before is None and owner is None:
+        raise InvalidSpec(
+            "job_ids", "name the jobs to purge, or filter them by ended_before and/or owner"
+        )
+    return JobQuery(owner=owner, ended_before=ended_before)

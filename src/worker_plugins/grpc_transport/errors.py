@@ -1,7 +1,9 @@
 """The one table from domain errors to gRPC status codes.
 
 Anything not in the table is a bug on our side: the client gets INTERNAL with a generic
-message (never UNKNOWN, never a traceback) and the server logs the exception.
+message (never UNKNOWN, never a traceback) and the server logs the exception. A call this
+server does not serve (yet) raises ``NotImplementedError``, as the generated base servicer
+does: UNIMPLEMENTED, which a client reads as "this server does not support this request".
 """
 
 from __future__ import annotations
@@ -15,17 +17,17 @@ from worker_core.plugin import (
     JobNotFound,
     PermissionDenied,
     ResourceExhausted,
-    WorkerError,
 )
 
 #: Most specific first: the first class the error is an instance of decides.
-STATUS_TABLE: tuple[tuple[type[WorkerError], grpc.StatusCode], ...] = (
-    (InvalidSpec, grpc.StatusCode.INVALID_ARGUMENT),
+STATUS_TABLE: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (InvalidSpec, grpc.StatusCode.INVALID_ARGUMENT),  # AmbiguousJobId too: it lists candidates
     (JobNotFound, grpc.StatusCode.NOT_FOUND),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (EngineClosed, grpc.StatusCode.FAILED_PRECONDITION),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (NotImplementedError, grpc.StatusCode.UNIMPLEMENTED),
 )
 
 #: What the client reads for an error outside the table.

@@ -8,12 +8,13 @@ A failed call raises :class:`~.errors.ClientError` with the table's message.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Collection, Iterator
 from typing import Any, TypeVar
 
 import grpc
 
-from worker_core.plugin import Job, JobSpec, JobState, StartPosition, Stream
+from worker_core.plugin import Job, JobQuery, JobSpec, StartPosition, Stream
 from worker_plugins.grpc_transport import convert
 from worker_plugins.grpc_transport import worker_pb2 as pb
 from worker_plugins.grpc_transport import worker_pb2_grpc as pb_grpc
@@ -29,6 +30,8 @@ CALL_TIMEOUT = 30.0
 #: the server's default applies (10 s unless configured), which this covers many times over.
 STOP_MARGIN = 30.0
 STOP_DEFAULT_TIMEOUT = 120.0
+#: Jobs asked for per List call: the server's maximum (it may send fewer, to bound a page).
+LIST_PAGE_SIZE = 1000
 
 
 class OutputStream:
@@ -76,20 +79,49 @@ class WorkerClient:
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, self.server) from None
 
-    def submit(self, spec: JobSpec) -> Job:
-        response = self._call(
-            self._stub.Submit, pb.SubmitRequest(spec=convert.spec_to_pb(spec)), CALL_TIMEOUT
+    def submit(self, spec: JobSpec, idempotency_key: str | None = None) -> Job:
+        """Start a job; with ``idempotency_key``, the job an earlier submit with the same key
+        started, if there is one (nothing new starts)."""
+        request = pb.SubmitRequest(
+            spec=convert.spec_to_pb(spec), idempotency_key=idempotency_key or ""
         )
+        response = self._call(self._stub.Submit, request, CALL_TIMEOUT)
         return convert.job_from_pb(response.job)
 
     def get(self, job_id: str) -> Job:
         response = self._call(self._stub.Get, pb.GetRequest(job_id=job_id), CALL_TIMEOUT)
         return convert.job_from_pb(response.job)
 
-    def list(self, states: Collection[JobState] = (), owner: str | None = None) -> list[Job]:
-        request = pb.ListRequest(states=[convert.STATE_TO_PB[s] for s in states], owner=owner or "")
-        response = self._call(self._stub.List, request, CALL_TIMEOUT)
-        return [convert.job_from_pb(job) for job in response.jobs]
+    def list(self, query: JobQuery | None = None, limit: int | None = None) -> Iterator[Job]:
+        """The jobs matching ``query`` the caller may read, newest first, page after page
+        (each page one call with its own deadline), until the last page or ``limit`` jobs."""
+        query = query or JobQuery()
+        token = ""
+        count = 0
+        while True:
+            size = LIST_PAGE_SIZE if limit is None else min(LIST_PAGE_SIZE, limit - count)
+            request = convert.query_to_pb(query, page_size=size, page_token=token)
+            response = self._call(self._stub.List, request, CALL_TIMEOUT)
+            for message in response.jobs:
+                if limit is not None and count >= limit:
+                    return
+                yield convert.job_from_pb(message)
+                count += 1
+            token = response.next_page_token
+            if not token or (limit is not None and count >= limit):
+                return
+
+    def purge(self, job_ids: Collection[str]) -> builtins.list[str]:
+        """Remove these finished jobs (ids or unique prefixes), all or none; the ids removed."""
+        response = self._call(self._stub.Purge, pb.PurgeRequest(job_ids=job_ids), CALL_TIMEOUT)
+        return list(response.job_ids)
+
+    def purge_matching(self, ended_before: float | None, owner: str | None) -> builtins.list[str]:
+        """Remove every finished job that ended before ``ended_before`` (and is ``owner``'s)
+        that the caller may purge; the ids removed."""
+        request = pb.PurgeRequest(ended_before=ended_before, owner=owner or "")
+        response = self._call(self._stub.Purge, request, CALL_TIMEOUT)
+        return list(response.job_ids)
 
     def stop(self, job_id: str, grace: float | None = None, force: bool = False) -> Job:
         timeout = STOP_DEFAULT_TIMEOUT if grace is None else grace + STOP_MARGIN

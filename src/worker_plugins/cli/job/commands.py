@@ -13,15 +13,17 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
+import attrs
 import click
 
-from worker_core.plugin import BOTH_STREAMS, StartAt, StartPosition, Stream, hookimpl
+from worker_core.plugin import BOTH_STREAMS, JobQuery, StartAt, StartPosition, Stream, hookimpl
 from worker_plugins.cli.spec_options import build_spec, spec_options
 
 from . import render
 from .client import WorkerClient
 from .connection import ConnectionFlags, connection_options, open_channel, resolve
 from .errors import ClientError
+from .filters import LABEL, WHEN
 from .follow import (
     EXIT_INTERRUPTED,
     OutputSink,
@@ -77,16 +79,23 @@ def job_group() -> None:
              WORKER_CERT=certs/alice.pem WORKER_KEY=certs/alice.key
       worker job submit -- sh -c 'echo hello; sleep 30'       # prints the job id
       worker job submit --wait --memory 64M -- make -j2        # streams output, exits like make
+      worker job submit --name nightly --label team=data -- ./etl.sh
       worker job list --state running
-      worker job tail -f JOB_ID                                # follow until the job ends
+      worker job list --label team=data --ended-after 2h --limit 20
+      worker job tail -f 7f3a                                  # any unique id prefix (>= 4)
       worker job tail --stderr JOB_ID > errors.log
       worker job stop --grace 5 JOB_ID
       worker job get --json JOB_ID | jq .exit_code
+      worker job purge --ended-before 7d                       # remove week-old records
 
     \b
     Each command takes --server, --ca, --cert and --key; they default to the environment
     (WORKER_SERVER, WORKER_CA, WORKER_CERT, WORKER_KEY), then to the client config file
     ~/.config/worker/client.toml (keys server, ca, cert, key; paths relative to the file).
+
+    \b
+    A JOB_ID may be shortened to any prefix of at least 4 characters that only one job you
+    may see starts with.
 
     \b
     Exit codes: 0 success; 1 the server refused or failed the request; 2 bad usage;
@@ -103,6 +112,21 @@ def job_group() -> None:
 @click.option(
     "-w", "--wait", is_flag=True, help="Stream the job's output and exit with its exit code."
 )
+@click.option("--name", metavar="NAME", help="A name for the job, shown by list (not unique).")
+@click.option(
+    "--label",
+    "labels",
+    type=LABEL,
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A label for the job, shown and filtered on by list (repeatable).",
+)
+@click.option(
+    "--idempotency-key",
+    metavar="KEY",
+    help="Submitting again with the same KEY returns the first job (even after a server "
+    "restart) instead of starting another: safe to retry.",
+)
 @spec_options
 @connection_options
 @click.argument("command")
@@ -110,6 +134,9 @@ def job_group() -> None:
 @reports_errors
 def submit_command(
     wait: bool,
+    name: str | None,
+    labels: tuple[tuple[str, str], ...],
+    idempotency_key: str | None,
     connection: ConnectionFlags,
     command: str,
     args: tuple[str, ...],
@@ -126,10 +153,15 @@ def submit_command(
     the exit status is the job's own (128+N if signal N killed it). A job that was stopped,
     timed out, was OOM-killed or failed to start exits 1 with a line saying which. Ctrl-C
     stops following but leaves the job running (and prints its id).
+
+    A retry after a lost answer (a timeout, a dropped connection) with the same
+    --idempotency-key prints the same id and starts nothing new.
     """
-    spec = build_spec(command, args, **spec_flags)
+    spec = attrs.evolve(
+        build_spec(command, args, **spec_flags), name=name or "", labels=dict(labels)
+    )
     with connect(connection) as client:
-        job = client.submit(spec)
+        job = client.submit(spec, idempotency_key=idempotency_key)
         if not wait:
             click.echo(job.id)
             return
@@ -196,26 +228,119 @@ def get_command(job_id: str, as_json: bool, connection: ConnectionFlags) -> None
     "states",
     type=click.Choice(sorted(render.STATE_NAMES)),
     multiple=True,
-    help="Only jobs in this state (repeatable).",
+    help="Only jobs in this state (repeatable: any of them).",
 )
 @click.option("--owner", metavar="NAME", help="Only jobs owned by NAME (a certificate CN).")
+@click.option("--name", metavar="NAME", help="Only jobs with this name.")
+@click.option(
+    "--label",
+    "labels",
+    type=LABEL,
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Only jobs with this label (repeatable: all of them).",
+)
+@click.option("--created-after", type=WHEN, metavar="WHEN", help="Only jobs submitted after WHEN.")
+@click.option(
+    "--created-before", type=WHEN, metavar="WHEN", help="Only jobs submitted before WHEN."
+)
+@click.option("--ended-after", type=WHEN, metavar="WHEN", help="Only jobs that ended after WHEN.")
+@click.option("--ended-before", type=WHEN, metavar="WHEN", help="Only jobs that ended before WHEN.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Only the N most recently submitted of the matching jobs.",
+)
 @connection_options
 @reports_errors
 def list_command(
-    as_json: bool, states: tuple[str, ...], owner: str | None, connection: ConnectionFlags
+    as_json: bool,
+    states: tuple[str, ...],
+    owner: str | None,
+    name: str | None,
+    labels: tuple[tuple[str, str], ...],
+    created_after: float | None,
+    created_before: float | None,
+    ended_after: float | None,
+    ended_before: float | None,
+    limit: int | None,
+    connection: ConnectionFlags,
 ) -> None:
-    """List the jobs you may see, oldest first.
+    """List the jobs you may see, oldest first (with --limit N, the N newest).
 
     STATE shows how a job ended once it has (exited, stopped, timed_out, oom_killed,
-    failed_to_start, lost); AGE is the time since it was submitted, TIME how long it ran.
+    failed_to_start, lost, shutdown, dependency_failed); AGE is the time since it was
+    submitted, TIME how long it ran. The server sends long lists in pages; they are all
+    fetched (or, with --limit, as many as needed).
+
+    \b
+    WHEN is a time ago (90s, 30m, 2h, 7d, 1w) or an ISO time (2024-05-01T12:00, local
+    unless it has an offset):
+      worker job list --ended-after 1d --state ended --label team=data
     """
+    query = JobQuery(
+        states=frozenset(render.STATE_NAMES[s] for s in states),
+        owner=owner,
+        name=name,
+        labels=dict(labels),
+        created_after=created_after,
+        created_before=created_before,
+        ended_after=ended_after,
+        ended_before=ended_before,
+    )
     with connect(connection) as client:
-        jobs = client.list([render.STATE_NAMES[s] for s in states], owner)
+        jobs = list(client.list(query, limit=limit))
     if as_json:
         ordered = sorted(jobs, key=lambda j: j.created_at)
         click.echo(json.dumps([render.job_dict(job) for job in ordered], indent=2))
     elif jobs:
         click.echo(render.job_table(jobs))
+
+
+@job_group.command("purge", short_help="Remove finished jobs' records and output.")
+@click.argument("job_ids", nargs=-1, metavar="[JOB_ID]...")
+@click.option(
+    "--ended-before",
+    type=WHEN,
+    metavar="WHEN",
+    help="Instead of ids: every finished job that ended before WHEN (7d: a week ago).",
+)
+@click.option(
+    "--owner",
+    metavar="NAME",
+    help="Instead of ids: only NAME's finished jobs (with or without --ended-before).",
+)
+@connection_options
+@reports_errors
+def purge_command(
+    job_ids: tuple[str, ...],
+    ended_before: float | None,
+    owner: str | None,
+    connection: ConnectionFlags,
+) -> None:
+    """Remove finished jobs for good: their records and their output. Prints each id removed.
+
+    Named jobs are removed all or none: a job still running, one you may not purge or an
+    unknown id removes nothing. With --ended-before and/or --owner instead, every matching
+    finished job you may purge is removed; running jobs never are.
+
+    \b
+      worker job purge 7f3a 91bc
+      worker job purge --ended-before 7d
+      worker job purge --ended-before 2024-05-01 --owner alice
+    """
+    filtered = ended_before is not None or owner is not None
+    if job_ids and filtered:
+        raise click.UsageError("give job ids, or --ended-before/--owner, not both")
+    if not job_ids and not filtered:
+        raise click.UsageError("name the jobs to purge, or choose them with --ended-before/--owner")
+    with connect(connection) as client:
+        removed = client.purge(job_ids) if job_ids else client.purge_matching(ended_before, owner)
+    for job_id in removed:
+        click.echo(job_id)
+    if not removed:
+        click.echo(f"{PREFIX}: no finished job matched; nothing was removed", err=True)
 
 
 def parse_from(text: str, streams: frozenset[Stream]) -> dict[Stream, int]:

@@ -47,8 +47,8 @@ ENV_VARS = {
 CONFIG_ENV = "WORKER_CLIENT_CONFIG"
 _WHAT = {"ca": "CA certificate", "cert": "client certificate", "key": "client key"}
 
-#: Largest message accepted from the server; matches the server's default response cap, so a
-#: long List fits.
+#: Largest message accepted from the server; matches the server's default response cap (a
+#: List page is kept far below it, at 16 MiB of records).
 MAX_RECEIVE_BYTES = 64 << 20
 
 #: Keepalive on the channel: a Tail -f or Watch stream has no deadline (it lasts as long as

@@ -9,14 +9,18 @@ from __future__ import annotations
 import shlex
 import signal
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from worker_core.plugin import EndReason, Job, JobSpec, JobState
+from worker_plugins.grpc_transport.convert import fact_to_str
 
 #: Longest command shown in a ``list`` row; the full one is in ``get`` and ``--json``.
 COMMAND_WIDTH = 60
+#: Longest name and labels shown in a ``list`` row.
+NAME_WIDTH = 24
+LABELS_WIDTH = 40
 
 
 def signal_name(signum: int) -> str:
@@ -77,6 +81,11 @@ def outcome(job: Job) -> str:
         return f"failed to start: {job.message}" if job.message else "failed to start"
     if reason is EndReason.LOST:
         return f"lost: {job.message}" if job.message else "lost"
+    if reason is EndReason.SHUTDOWN:
+        detail = f"{job.message}{by}" if job.message else f"the server shut down while it ran{by}"
+        return f"ended by the server's shutdown: {detail}"
+    if reason is EndReason.DEPENDENCY_FAILED:
+        return f"never ran: {job.message}" if job.message else "never ran: a dependency failed"
     return job.message or "ended"
 
 
@@ -107,6 +116,8 @@ def _when(timestamp: float | None, now: float) -> str:
     if timestamp is None:
         return "-"
     stamp = datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
+    if timestamp > now:  # a begin time still to come
+        return f"{stamp} (in {duration(timestamp - now)})"
     return f"{stamp} ({duration(now - timestamp)} ago)"
 
 
@@ -140,12 +151,19 @@ def _limits(spec: JobSpec) -> list[str]:
 def job_summary(job: Job, now: float | None = None) -> str:
     """The ``get`` view: one ``label: value`` per line, facts indented at the end."""
     now = time.time() if now is None else now
-    rows: list[tuple[str, str]] = [
-        ("id", job.id),
+    spec = job.spec
+    rows: list[tuple[str, str]] = [("id", job.id)]
+    if spec.name:
+        rows.append(("name", spec.name))
+    if spec.labels:
+        rows.append(("labels", labels_text(spec.labels)))
+    rows += [
         ("owner", job.owner_name or "-"),
-        ("command", command_line(job.spec)),
+        ("command", command_line(spec)),
         ("state", job.state.value),
     ]
+    if job.queue_reason is not None:
+        rows.append(("waiting for", job.queue_reason.value))
     if job.is_finished:
         rows.append(("outcome", outcome(job)))
         rows.append(("exit code", str(job.exit_code) if job.exit_code is not None else "-"))
@@ -166,12 +184,33 @@ def job_summary(job: Job, now: float | None = None) -> str:
         rows.append(("limits", ", ".join(limits)))
     if job.spec.options:
         rows.append(("options", ", ".join(f"{k}={v}" for k, v in sorted(job.spec.options.items()))))
+    rows.extend(_scheduling(spec, now))
+    if job.idempotency_key:
+        rows.append(("idempotency key", job.idempotency_key))
     width = max(len(label) for label, _ in rows) + 1
     lines = [f"{label + ':':<{width}} {value}" for label, value in rows]
     if job.facts:
         lines.append("facts:")
-        lines.extend(f"  {key}: {value}" for key, value in sorted(job.facts.items()))
+        lines.extend(f"  {key}: {fact_to_str(value)}" for key, value in sorted(job.facts.items()))
     return "\n".join(lines)
+
+
+def _scheduling(spec: JobSpec, now: float) -> list[tuple[str, str]]:
+    rows = []
+    if spec.priority:
+        rows.append(("priority", str(spec.priority)))
+    if spec.after:
+        rows.append(("after", ", ".join(f"{d.job_id} ({d.kind.value})" for d in spec.after)))
+    if spec.hold:
+        rows.append(("hold", "yes (starts once released)"))
+    if spec.begin_at is not None:
+        rows.append(("not before", _when(spec.begin_at, now)))
+    return rows
+
+
+def labels_text(labels: Mapping[str, str]) -> str:
+    """``k=v,k2=v2``, sorted by key."""
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -184,13 +223,12 @@ def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     )
 
 
-def _short_command(spec: JobSpec) -> str:
-    text = command_line(spec)
-    return text if len(text) <= COMMAND_WIDTH else text[: COMMAND_WIDTH - 3] + "..."
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def job_table(jobs: Iterable[Job], now: float | None = None) -> str:
-    """The ``list`` view, oldest first: ID OWNER STATE EXIT AGE TIME COMMAND."""
+    """The ``list`` view, oldest first: ID NAME OWNER STATE EXIT AGE TIME LABELS COMMAND."""
     now = time.time() if now is None else now
     rows = []
     for job in sorted(jobs, key=lambda j: j.created_at):
@@ -198,15 +236,18 @@ def job_table(jobs: Iterable[Job], now: float | None = None) -> str:
         rows.append(
             [
                 job.id,
+                _cut(job.spec.name, NAME_WIDTH) or "-",
                 job.owner_name or "-",
                 state_word(job),
                 exit_word(job),
                 duration(now - job.created_at),
                 duration(ran) if ran is not None else "-",
-                _short_command(job.spec),
+                _cut(labels_text(job.spec.labels), LABELS_WIDTH) or "-",
+                _cut(command_line(job.spec), COMMAND_WIDTH),
             ]
         )
-    return table(["ID", "OWNER", "STATE", "EXIT", "AGE", "TIME", "COMMAND"], rows)
+    header = ["ID", "NAME", "OWNER", "STATE", "EXIT", "AGE", "TIME", "LABELS", "COMMAND"]
+    return table(header, rows)
 
 
 def job_dict(job: Job) -> dict[str, Any]:
@@ -215,10 +256,13 @@ def job_dict(job: Job) -> dict[str, Any]:
     limits = spec.limits
     return {
         "id": job.id,
+        "name": spec.name,
+        "labels": dict(spec.labels),
         "owner": job.owner_name,
         "command": spec.command,
         "args": list(spec.args),
         "state": job.state.value,
+        "queue_reason": job.queue_reason.value if job.queue_reason else None,
         "end_reason": job.end_reason.value if job.end_reason else None,
         "exit_code": job.exit_code,
         "signal": job.signal,
@@ -227,6 +271,7 @@ def job_dict(job: Job) -> dict[str, Any]:
         "created_at": job.created_at,
         "started_at": job.started_at,
         "ended_at": job.ended_at,
+        "idempotency_key": job.idempotency_key,
         "facts": dict(job.facts),
         "spec": {
             "env": dict(spec.env),
@@ -252,6 +297,10 @@ def job_dict(job: Job) -> dict[str, Any]:
             },
             "isolation": {"uid": spec.isolation.uid, "gid": spec.isolation.gid},
             "options": dict(spec.options),
+            "priority": spec.priority,
+            "after": [{"job_id": d.job_id, "kind": d.kind.value} for d in spec.after],
+            "hold": spec.hold,
+            "begin_at": spec.begin_at,
         },
     }
 
