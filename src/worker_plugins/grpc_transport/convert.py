@@ -325,6 +325,7 @@ def job_to_pb(job: Job) -> pb.Job:
         ),
         idempotency_key=job.idempotency_key or "",
         fact_values=facts_struct(job.facts),
+        external_id=job.external_id or "",
     )
 
 
@@ -376,8 +377,16 @@ def job_from_pb(message: pb.Job) -> Job:
         ended_at=_optional(message, "ended_at"),
         queue_reason=QUEUE_REASON_FROM_PB.get(message.queue_reason),
         idempotency_key=message.idempotency_key or None,
+        external_id=message.external_id or None,
         facts=facts_from_pb(message),
     )
+
+
+def usage_from_pb(message: pb.Job) -> dict[str, Any]:
+    """A Get answer's live usage of a running or paused job (empty otherwise)."""
+    if not message.HasField("usage"):
+        return {}
+    return dict(json_format.MessageToDict(message.usage))
 
 
 # ---------------------------------------------------------------------------------------------

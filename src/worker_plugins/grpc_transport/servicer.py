@@ -18,7 +18,7 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from worker_core.plugin import InvalidSpec, Job, JobNotFound, JobQuery, Principal
+from worker_core.plugin import ACTIVE_STATES, InvalidSpec, Job, JobNotFound, JobQuery, Principal
 
 from . import convert
 from . import worker_pb2 as pb
@@ -186,8 +186,14 @@ class WorkerServicer(pb_grpc.WorkerServicer):
         return pb.SubmitResponse(job=convert.job_to_pb(job))
 
     async def Get(self, request: pb.GetRequest, context: aio.ServicerContext) -> pb.GetResponse:
-        job = await self._engine.aio.get(_job_id(request.job_id), current_principal())
-        return pb.GetResponse(job=convert.job_to_pb(job))
+        principal = current_principal()
+        job = await self._engine.aio.get(_job_id(request.job_id), principal)
+        message = convert.job_to_pb(job)
+        if job.state in ACTIVE_STATES:
+            usage = await self._engine.aio.usage(job.id, principal)
+            if usage:
+                message.usage.update(usage)
+        return pb.GetResponse(job=message)
 
     async def List(self, request: pb.ListRequest, context: aio.ServicerContext) -> pb.ListResponse:
         query = convert.query_from_pb(request)
@@ -259,25 +265,28 @@ class WorkerServicer(pb_grpc.WorkerServicer):
         async for job in watcher:
             yield convert.job_to_pb(job)
 
-    # The scheduling calls come with the scheduler; until then they are refused as a server
-    # that does not know them would be (UNIMPLEMENTED), never as an internal error.
-
     async def Signal(
         self, request: pb.SignalRequest, context: aio.ServicerContext
     ) -> pb.SignalResponse:
-        raise NotImplementedError("Signal is not supported by this server yet")
+        job = await self._engine.aio.signal(
+            _job_id(request.job_id), request.signal, current_principal()
+        )
+        return pb.SignalResponse(job=convert.job_to_pb(job))
 
     async def Pause(
         self, request: pb.PauseRequest, context: aio.ServicerContext
     ) -> pb.PauseResponse:
-        raise NotImplementedError("Pause is not supported by this server yet")
+        job = await self._engine.aio.pause(_job_id(request.job_id), current_principal())
+        return pb.PauseResponse(job=convert.job_to_pb(job))
 
     async def Resume(
         self, request: pb.ResumeRequest, context: aio.ServicerContext
     ) -> pb.ResumeResponse:
-        raise NotImplementedError("Resume is not supported by this server yet")
+        job = await self._engine.aio.resume(_job_id(request.job_id), current_principal())
+        return pb.ResumeResponse(job=convert.job_to_pb(job))
 
     async def Release(
         self, request: pb.ReleaseRequest, context: aio.ServicerContext
     ) -> pb.ReleaseResponse:
-        raise NotImplementedError("Release is not supported by this server yet")
+        job = await self._engine.aio.release(_job_id(request.job_id), current_principal())
+        return pb.ReleaseResponse(job=convert.job_to_pb(job))

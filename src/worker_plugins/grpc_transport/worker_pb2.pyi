@@ -529,6 +529,7 @@ class Job(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     FACT_VALUES_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
+    EXTERNAL_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     owner: _builtins.str
     state: Global___JobState.ValueType
@@ -544,6 +545,8 @@ class Job(_message.Message):
     queue_reason: Global___QueueReason.ValueType
     """why a QUEUED job waits"""
     idempotency_key: _builtins.str
+    external_id: _builtins.str
+    """the executor's own id for the job (Slurm's job id)"""
     @_builtins.property
     def spec(self) -> Global___JobSpec: ...
     @_builtins.property
@@ -556,7 +559,7 @@ class Job(_message.Message):
 
     @_builtins.property
     def usage(self) -> _struct_pb2.Struct:
-        """A running or paused job's usage now (e.g. "cpu_seconds", "memory_current")."""
+        """A running or paused job's usage now (e.g. "cpu_seconds", "memory_current"), in Get."""
 
     def __init__(
         self,
@@ -578,10 +581,11 @@ class Job(_message.Message):
         idempotency_key: _builtins.str = ...,
         fact_values: _struct_pb2.Struct | None = ...,
         usage: _struct_pb2.Struct | None = ...,
+        external_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_ended_at", b"_ended_at", "_exit_code", b"_exit_code", "_pid", b"_pid", "_signal", b"_signal", "_started_at", b"_started_at", "ended_at", b"ended_at", "exit_code", b"exit_code", "fact_values", b"fact_values", "pid", b"pid", "signal", b"signal", "spec", b"spec", "started_at", b"started_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ended_at", b"_ended_at", "_exit_code", b"_exit_code", "_pid", b"_pid", "_signal", b"_signal", "_started_at", b"_started_at", "created_at", b"created_at", "end_reason", b"end_reason", "ended_at", b"ended_at", "exit_code", b"exit_code", "fact_values", b"fact_values", "facts", b"facts", "id", b"id", "idempotency_key", b"idempotency_key", "message", b"message", "owner", b"owner", "pid", b"pid", "queue_reason", b"queue_reason", "signal", b"signal", "spec", b"spec", "started_at", b"started_at", "state", b"state", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ended_at", b"_ended_at", "_exit_code", b"_exit_code", "_pid", b"_pid", "_signal", b"_signal", "_started_at", b"_started_at", "created_at", b"created_at", "end_reason", b"end_reason", "ended_at", b"ended_at", "exit_code", b"exit_code", "external_id", b"external_id", "fact_values", b"fact_values", "facts", b"facts", "id", b"id", "idempotency_key", b"idempotency_key", "message", b"message", "owner", b"owner", "pid", b"pid", "queue_reason", b"queue_reason", "signal", b"signal", "spec", b"spec", "started_at", b"started_at", "state", b"state", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__ended_at: _TypeAlias = _typing.Literal["ended_at"]  # noqa: Y015
     _WhichOneofArgType__ended_at: _TypeAlias = _typing.Literal["_ended_at", b"_ended_at"]  # noqa: Y015
