@@ -51,12 +51,42 @@ NAMESPACE_FLAGS = {
 }
 
 PR_SET_PDEATHSIG = 1
+PR_CAPBSET_READ, PR_CAPBSET_DROP = 23, 24
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+# mount_setattr(2), Linux 5.12+; new system calls have one number on every architecture.
+SYS_MOUNT_SETATTR, AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = 442, -100, 0x8000, 0x1
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+CAP_SETPCAP = 8
+#: Capability numbers go up to the kernel's cap_last_cap; PR_CAPBSET_DROP says EINVAL past it.
+MAX_CAPABILITY = 63
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
 
 
 def recv_with_fds(sock: socket.socket, bufsize: int, maxfds: int) -> tuple[bytes, list[int]]:
@@ -111,6 +141,8 @@ def _needs_fork(plan: dict[str, Any]) -> bool:
         or plan["uid"] is not None
         or plan["gid"] is not None
         or plan["no_new_privileges"]
+        or plan["capabilities"] is not None
+        or plan["readonly_paths"]
         or plan["cwd"] != "/"
     )
 
@@ -136,6 +168,87 @@ def _loopback_up() -> None:
         ifreq = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH", fcntl.ioctl(s, SIOCGIFFLAGS, ifreq)[:18])[1]
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+
+
+def _make_readonly(path: str) -> None:
+    """Make ``path`` and every mount below it read-only, in this (private) mount namespace.
+
+    A bind of the path onto itself first, so that a path that is not a mount point
+    (``/proc/sys``) is made read-only alone, not the whole of ``/proc``; then one recursive
+    ``mount_setattr``, which reaches the submounts too (``/sys/fs/cgroup/*``), where a
+    ``MS_REMOUNT`` would only change the top one. Without ``CAP_SYS_ADMIN`` (which a root
+    job's reduced capability set lacks) the job cannot make them writable again.
+    """
+    encoded = path.encode()
+    _check(_libc.mount(encoded, encoded, None, MS_BIND | MS_REC, None), "readonly", f"bind {path}")
+    attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
+    result = _libc.syscall(
+        SYS_MOUNT_SETATTR,
+        AT_FDCWD,
+        ctypes.c_char_p(encoded),
+        AT_RECURSIVE,
+        ctypes.byref(attr),
+        ctypes.sizeof(attr),
+    )
+    _check(int(result), "readonly", f"make {path} read-only (mount_setattr, Linux 5.12+)")
+
+
+def _capget() -> tuple[int, int, int]:
+    """This process's effective, permitted and inheritable capability sets, as bit masks."""
+    header = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_libc.capget(ctypes.byref(header), data), "capabilities", "capget")
+    return (
+        data[0].effective | data[1].effective << 32,
+        data[0].permitted | data[1].permitted << 32,
+        data[0].inheritable | data[1].inheritable << 32,
+    )
+
+
+def _drop_bounding_set(keep: list[int]) -> bool:
+    """Drop every capability but ``keep`` from the bounding set; False if this process may
+    not (an unprivileged launcher, which holds none to pass on).
+
+    Done while still privileged: PR_CAPBSET_DROP needs CAP_SETPCAP, which a switch to an
+    unprivileged uid clears. It does not touch the effective set, so setuid still works.
+    """
+    if not _capget()[0] >> CAP_SETPCAP & 1:
+        return False
+    kept = set(keep)
+    for cap in range(MAX_CAPABILITY + 1):
+        if cap in kept:
+            continue
+        if _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            err = ctypes.get_errno()
+            if err == errno.EINVAL:  # past the kernel's last capability
+                break
+            raise ChildSetupError("capabilities", err, f"drop capability {cap}: {os.strerror(err)}")
+    return True
+
+
+def _limit_capability_sets(keep: list[int]) -> None:
+    """Cut the effective and permitted sets to ``keep``; clear the inheritable and ambient ones.
+
+    The bounding set alone is not enough: a process keeps what it already holds, and what
+    is inheritable is added back at ``execve`` whatever the bounding set says. A root job
+    gets its bounding set (``keep``) back at ``execve``; nothing needs to be inheritable.
+    """
+    mask = 0
+    for cap in keep:
+        mask |= 1 << cap
+    _, permitted, _ = _capget()
+    mask &= permitted  # a set may only shrink
+    header = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for i in (0, 1):
+        word = (mask >> (32 * i)) & 0xFFFFFFFF
+        data[i].effective = data[i].permitted = word
+    _check(_libc.capset(ctypes.byref(header), data), "capabilities", "capset")
+    # EINVAL before Linux 4.3, which has no ambient set to clear.
+    if _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        if err != errno.EINVAL:
+            raise ChildSetupError("capabilities", err, f"clear ambient: {os.strerror(err)}")
 
 
 def _apply_plan(
@@ -181,8 +294,10 @@ def _apply_plan(
         os.closerange(3, error_w)
         os.closerange(error_w + 1, 1 << 20)
         namespaces = set(plan["namespaces"])
-        if "pid" in namespaces:
-            namespaces.add("mount")  # a fresh /proc needs a private mount namespace
+        if "pid" in namespaces or plan["readonly_paths"]:
+            # A fresh /proc, and read-only mounts, need a private mount namespace: never
+            # remount the host's.
+            namespaces.add("mount")
         flags = 0
         for ns in namespaces:
             flags |= NAMESPACE_FLAGS.get(ns, 0)
@@ -214,6 +329,20 @@ def _apply_plan(
                 stage,
                 "mount /proc",
             )
+        if plan["readonly_paths"]:
+            stage = "readonly"
+            # After the fresh /proc (its /proc/sys is the one the job sees), before the
+            # capabilities that mount needs are dropped.
+            for path in plan["readonly_paths"]:
+                if os.path.lexists(path):  # absent (no sysrq in this kernel): nothing to guard
+                    _make_readonly(path)
+        keep = plan["capabilities"]
+        no_new_privileges = plan["no_new_privileges"]
+        if keep is not None:
+            stage = "capabilities"
+            # Unprivileged, the bounding set stays, and no_new_privs keeps the job from
+            # gaining what it holds through setuid or file-capability programs.
+            no_new_privileges = not _drop_bounding_set(keep) or no_new_privileges
         stage = "credentials"
         if plan["gid"] is not None or plan["uid"] is not None:
             os.setgroups(plan["groups"] or [])
@@ -221,7 +350,11 @@ def _apply_plan(
             os.setgid(plan["gid"])
         if plan["uid"] is not None:
             os.setuid(plan["uid"])
-        if plan["no_new_privileges"]:
+        if keep is not None:
+            stage = "capabilities"
+            _limit_capability_sets(keep)
+        stage = "credentials"
+        if no_new_privileges:
             _check(
                 _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), stage, "prctl(PR_SET_NO_NEW_PRIVS)"
             )

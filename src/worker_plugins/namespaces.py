@@ -9,7 +9,10 @@ before ``execve``, so the job never runs outside them.
   fresh ``/proc``; it sees only its own processes, and when it exits every process in the
   namespace is killed by the kernel. Like any PID 1, it ignores SIGTERM unless it installs a
   handler, so a stop of a job that does not reaches SIGKILL after the grace period.
-- ``mntns``: a private mount namespace (mounts made by the job do not leak to the host).
+- ``mntns``: a private mount namespace (mounts made by the job do not leak to the host) in
+  which ``/sys`` and ``/proc/sys`` are read-only, submounts included: a job cannot write a
+  cgroup file (leave its cgroup, raise its limits) or a kernel setting there, even as root.
+  A root job holding ``CAP_SYS_ADMIN`` could remount them; ``runas`` takes it away.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from worker_core.plugin import Job, SpawnPlan, hookimpl
 
 class _NamespacePlugin:
     namespaces: frozenset[str] = frozenset()
+    readonly_paths: tuple[str, ...] = ()
 
     @hookimpl
     def pre_spawn(self, job: Job, plan: SpawnPlan) -> None:
         plan.namespaces.update(self.namespaces)
+        plan.readonly_paths.extend(p for p in self.readonly_paths if p not in plan.readonly_paths)
 
 
 class NetworkNamespace(_NamespacePlugin):
@@ -38,6 +43,7 @@ class PidNamespace(_NamespacePlugin):
 
 
 class MountNamespace(_NamespacePlugin):
-    """``mntns``: every job gets a private mount namespace."""
+    """``mntns``: every job gets a private mount namespace, with /sys and /proc/sys read-only."""
 
     namespaces = frozenset({"mount"})
+    readonly_paths = ("/sys", "/proc/sys")

@@ -1,8 +1,13 @@
-"""The plugin's configuration section, ``[plugins.cgroups]``."""
+"""The plugin's configuration section, ``[plugins.cgroups]``, and which subtree is this engine's."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import posixpath
+import re
+import secrets
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -10,6 +15,15 @@ import attrs
 MIB = 1 << 20
 
 BACKENDS = ("auto", "v1", "v2")
+
+#: Where every engine's own subtree is, unless ``parent`` names another: ``worker/<instance>``.
+BASE = "worker"
+
+#: Prefixes of derived instance names: from a state directory, or one run of an engine
+#: without one (``run-<pid>-<random>``).
+STATE_PREFIX, RUN_PREFIX = "state-", "run-"
+
+_INSTANCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def _relative_path(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -20,6 +34,28 @@ def _relative_path(instance: object, attribute: attrs.Attribute[Any], value: str
         raise ValueError(f"{attribute.name} must be a relative path like 'worker', got {value!r}")
     if posixpath.normpath(value) != value:
         raise ValueError(f"{attribute.name} must be a normalized path, got {value!r}")
+
+
+def _parent(instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is None:
+        return
+    _relative_path(instance, attribute, value)
+    parts = value.split("/")
+    # Start-up clean-up kills what it finds under the parent: one inside another engine's
+    # subtree would be killed by that engine's.
+    if parts[0] == BASE and len(parts) > 2:
+        raise ValueError(
+            f"parent {value!r} is inside the engine subtree {BASE}/{parts[1]}; use "
+            f"{BASE}/NAME (or instance = 'NAME') or a parent outside {BASE}/"
+        )
+
+
+def _instance(instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None and not _INSTANCE.fullmatch(value):
+        raise ValueError(
+            f"{attribute.name} must be one name of letters, digits, '.', '_' and '-' "
+            f"(not starting with '.' or '-'), got {value!r}"
+        )
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
@@ -41,9 +77,15 @@ def _absolute(instance: object, attribute: attrs.Attribute[Any], value: str) -> 
 class CgroupsConfig:
     """Settings of the ``cgroups`` plugin.
 
-    - ``parent``: job cgroups are ``<root>/<controller>/<parent>/<job id>`` (v1) or
-      ``<root>/<parent>/<job id>`` (v2). Everything under it belongs to the worker: leftovers
-      found there at startup are killed and removed.
+    - ``instance``: this engine's own subtree is ``worker/<instance>``, and several engines
+      on one host (a server, ``worker run``, library users) each have their own. Unset:
+      ``state-<hash of the state directory>`` for an engine with a state directory (a
+      restart finds its own leftovers again), else ``run-<pid>-<random>``, new for each
+      run. Two engines with the same subtree are refused.
+    - ``parent``: the subtree itself, instead of ``worker/<instance>`` (set one of the two).
+      Job cgroups are ``<root>/<controller>/<parent>/<job id>`` (v1) or
+      ``<root>/<parent>/<job id>`` (v2). Everything under it belongs to this engine:
+      leftovers found there at startup are killed and removed.
     - ``default_pids_max``: the process limit of a job that sets none (a fork bomb is
       always contained).
     - ``root``: where the cgroup filesystems are mounted.
@@ -52,8 +94,51 @@ class CgroupsConfig:
       it a job cannot even start an interpreter and the limit is surely a unit mistake.
     """
 
-    parent: str = attrs.field(default="worker", validator=_relative_path)
+    instance: str | None = attrs.field(default=None, validator=_instance)
+    parent: str | None = attrs.field(default=None, validator=_parent)
     default_pids_max: int = attrs.field(default=4096, validator=_positive)
     root: str = attrs.field(default="/sys/fs/cgroup", validator=_absolute)
     backend: str = attrs.field(default="auto", validator=_backend)
     min_memory: int = attrs.field(default=4 * MIB, validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        if self.instance is not None and self.parent is not None:
+            raise ValueError(f"set instance ({BASE}/<instance>) or parent (any subtree), not both")
+
+
+def state_instance(state_dir: Path) -> str:
+    """The instance name derived from a state directory: the same for every run on it."""
+    digest = hashlib.sha256(os.fsencode(Path(os.path.abspath(state_dir)).resolve())).hexdigest()
+    return f"{STATE_PREFIX}{digest[:12]}"
+
+
+def run_instance() -> str:
+    """An instance name for one run of an engine without a state directory, unique on the
+    host: the pid says whose it is, the random part keeps two engines of one process apart
+    and a reused pid from finding (and killing) a dead engine's leftovers as its own."""
+    return f"{RUN_PREFIX}{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def engine_parent(config: CgroupsConfig, state_dir: Path | None) -> str:
+    """This engine's own subtree: ``parent``, else ``worker/<instance>`` (derived if unset)."""
+    if config.parent is not None:
+        return config.parent
+    if config.instance is not None:
+        return f"{BASE}/{config.instance}"
+    if state_dir is not None:
+        return f"{BASE}/{state_instance(state_dir)}"
+    return f"{BASE}/{run_instance()}"
+
+
+def is_instance_name(name: str) -> bool:
+    """Whether ``name`` is a derived instance's (``state-<hash>``, ``run-<pid>-<random>``)."""
+    return (
+        run_pid(name) is not None
+        or re.fullmatch(rf"{STATE_PREFIX}[0-9a-f]{{12}}", name) is not None
+    )
+
+
+def run_pid(name: str) -> int | None:
+    """The pid in a ``run-<pid>-<random>`` instance name, else None."""
+    match = re.fullmatch(rf"{RUN_PREFIX}(\d+)-[0-9a-f]+", name)
+    return int(match.group(1)) if match else None

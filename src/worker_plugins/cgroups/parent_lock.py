@@ -44,8 +44,9 @@ class ParentLock:
         self._fd: int | None = fd
 
     @classmethod
-    def acquire(cls, path: Path, parent: str) -> ParentLock:
-        """Lock ``path``; :class:`ConfigError` naming ``parent`` if another engine holds it."""
+    def acquire(cls, path: Path, parent: str, *, hint: str = "") -> ParentLock:
+        """Lock ``path``; :class:`ConfigError` naming ``parent`` (and ``hint``, why this
+        engine has that parent) if another engine holds it."""
         for _ in range(_ATTEMPTS):
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
@@ -54,12 +55,28 @@ class ParentLock:
                 os.close(fd)
                 raise ConfigError(
                     f"plugins.cgroups: another worker engine on this host uses the cgroup "
-                    f"parent {parent!r}; give each engine its own (plugins.cgroups.parent)"
+                    f"parent {parent!r}{hint}; give each engine its own "
+                    "(plugins.cgroups.instance or parent)"
                 ) from None
             if _is_at(fd, path):
                 return cls(path, fd)
             os.close(fd)  # its holder removed it meanwhile: take the one there now
         raise ConfigError(f"plugins.cgroups: the lock file {path} keeps being replaced")
+
+    @staticmethod
+    def is_held(path: Path) -> bool:
+        """Whether a live engine holds the lock at ``path`` (a moment's shared lock tells)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False  # no file: nobody took it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # unlocks
+        return False
 
     def release(self) -> None:
         """Remove the lock file (if it is still ours) and unlock; idempotent."""

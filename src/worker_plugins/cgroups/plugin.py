@@ -28,8 +28,9 @@ from worker_core.plugin import (
     hookimpl,
 )
 
+from . import fs
 from .backend import Backend
-from .config import CgroupsConfig
+from .config import BASE, CgroupsConfig, engine_parent, is_instance_name, run_pid
 from .detect import detect
 from .limits import check_ranges, enforced_fields
 from .parent_lock import ParentLock, lock_path
@@ -39,14 +40,25 @@ from .v2 import V2Backend
 log = logging.getLogger("worker.cgroups")
 
 
-def make_backend(config: CgroupsConfig) -> Backend:
-    """The backend for this host's layout (or the configured one)."""
+def make_backend(config: CgroupsConfig, parent: str) -> Backend:
+    """The backend for this host's layout (or the configured one), for job cgroups under
+    ``parent``."""
     root = Path(config.root)
     host = detect(root)
     if host.choose(config.backend) == "v2":
         assert host.v2_mount is not None  # choose() returns "v2" only with a mount
-        return V2Backend(host.v2_mount, config.parent, config.default_pids_max)
-    return V1Backend(host.v1_mounts, config.parent, config.default_pids_max)
+        return V2Backend(host.v2_mount, parent, config.default_pids_max)
+    return V1Backend(host.v1_mounts, parent, config.default_pids_max)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 @attrs.define
@@ -71,7 +83,9 @@ class CgroupsPlugin:
     - ``job_usage`` reads the cgroup's CPU time and current memory, for a live job's ``get``.
     - ``post_exit`` reports ``oom_killed``, ``memory_peak`` and ``cpu_seconds``, kills what
       is left and removes the cgroup.
-    - ``startup`` removes job cgroups a crashed earlier run left under the parent.
+    - ``startup`` kills and removes job cgroups a crashed earlier run left under the parent
+      (this engine's own subtree: see :func:`~.config.engine_parent`), and removes the
+      empty subtrees of engines that are not running (it kills nothing of theirs).
 
     Thread-safe: the engine calls hooks from several threads.
     """
@@ -80,30 +94,54 @@ class CgroupsPlugin:
 
     def __init__(self, config: CgroupsConfig | None = None) -> None:
         self._config = config or CgroupsConfig()
+        # This engine's own subtree; derived when first needed (configure derives it from
+        # the engine's state directory).
+        self._parent: str | None = None
         self._backend: Backend | None = None
         self._lock = threading.Lock()
         self._jobs: dict[str, _JobCgroup] = {}
         self._parent_lock: ParentLock | None = None
-        self._parent_lock_path = Path()
+        self._state_dir: Path | None = None
 
     @property
     def backend(self) -> Backend:
         """The backend in use, chosen on first use from the configuration."""
         with self._lock:
             if self._backend is None:
-                self._backend = make_backend(self._config)
+                self._backend = make_backend(self._config, self.parent)
             return self._backend
+
+    @property
+    def parent(self) -> str:
+        """This engine's own subtree, under which every job cgroup of it is made."""
+        if self._parent is None:
+            self._parent = engine_parent(self._config, None)
+        return self._parent
 
     # ------------------------------------------------------------------ lifecycle
 
     @hookimpl
     def configure(self, engine: object, config: Config) -> None:
         self._config = config.section("cgroups", CgroupsConfig)
+        value = config.engine.state_dir
+        self._state_dir = None if value is None else config.resolve_path(value)
+        self._parent = engine_parent(self._config, self._state_dir)
+        if self._parent == BASE:
+            log.warning(
+                "plugins.cgroups.parent = %r: the directory of every engine's own subtree; "
+                "this engine's start-up clean-up may remove what other engines leave there",
+                BASE,
+            )
         self._lock_parent()
         try:
             with self._lock:
-                self._backend = make_backend(self._config)
+                self._backend = make_backend(self._config, self._parent)
             try:
+                if self._derived:
+                    # worker/ is every engine's: made here, never removed, so that one engine
+                    # leaving cannot remove it under another one making its subtree in it.
+                    for base in dict.fromkeys(p.parent for p in self.backend.parent_dirs()):
+                        fs.ensure_dir(base)
                 caps = self.backend.prepare()
             except WorkerError as exc:
                 raise ConfigError(
@@ -120,13 +158,42 @@ class CgroupsPlugin:
                 ", ".join(str(p) for p in self.backend.parent_dirs()),
             )
         except BaseException:
+            self._remove_parents()
             self._unlock_parent()
             raise
 
+    @property
+    def _derived(self) -> bool:
+        """Whether this engine's subtree is its own under ``worker/`` (not a ``parent`` an
+        operator named, which may be theirs, with limits of its own: it is kept)."""
+        return self._config.parent is None
+
+    def _remove_parents(self) -> None:
+        backend = self._backend
+        if backend is None:
+            return
+        backend.remove_parents()
+        if self._derived:
+            # Ours even when an earlier run of ours made it (a state directory's subtree
+            # after a crash); non-empty only if a job cgroup could not be removed.
+            for path in backend.parent_dirs():
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+
     def _lock_parent(self) -> None:
         """Claim the parent for this engine alone (see :mod:`.parent_lock`)."""
-        path = lock_path(self._config.root, self._config.parent)
-        self._parent_lock = ParentLock.acquire(path, self._config.parent)
+        path = lock_path(self._config.root, self.parent)
+        derived_from_state = (
+            self._state_dir is not None
+            and self._config.parent is None
+            and self._config.instance is None
+        )
+        hint = (
+            f" (derived from the state directory {self._state_dir}: is another engine using it?)"
+            if derived_from_state
+            else ""
+        )
+        self._parent_lock = ParentLock.acquire(path, self.parent, hint=hint)
 
     def _unlock_parent(self) -> None:
         lock, self._parent_lock = self._parent_lock, None
@@ -136,6 +203,7 @@ class CgroupsPlugin:
     @hookimpl
     def startup(self, engine: object) -> None:
         self.cleanup_leftovers()
+        self.remove_abandoned_subtrees()
 
     @hookimpl
     def shutdown(self, engine: object) -> None:
@@ -143,7 +211,7 @@ class CgroupsPlugin:
             remaining = list(self._jobs)
         for job_id in remaining:
             self._remove(job_id)
-        self.backend.remove_parents()
+        self._remove_parents()
         self._unlock_parent()
 
     def cleanup_leftovers(self) -> list[str]:
@@ -154,6 +222,11 @@ class CgroupsPlugin:
         removed = []
         for job_id in backend.leftovers():
             if job_id in ours:
+                continue
+            if self._another_engines(job_id):
+                log.warning(
+                    "%s/%s: another engine's subtree, inside ours; left alone", self.parent, job_id
+                )
                 continue
             count = len(backend.procs(job_id))
             ok = backend.remove(job_id)
@@ -167,6 +240,79 @@ class CgroupsPlugin:
             if ok:
                 removed.append(job_id)
         return removed
+
+    def _another_engines(self, name: str) -> bool:
+        """Whether ``name``, under our parent, is an engine's subtree rather than a job's
+        cgroup: named like a derived instance (job ids never are), or locked by a live engine.
+
+        Only a parent that holds other engines' subtrees (``parent = "worker"``) can meet one.
+        """
+        return is_instance_name(name) or ParentLock.is_held(
+            lock_path(self._config.root, f"{self.parent}/{name}")
+        )
+
+    def remove_abandoned_subtrees(self) -> list[str]:
+        """Remove the empty subtrees under ``worker/`` of engines that are not running; their
+        names. Never kills: one with processes in it is only reported, for its owner.
+
+        Not running means: nobody holds its lock (an engine takes it before it makes its
+        subtree, and holds it for its life), and for ``run-<pid>-...`` its pid is gone too (in
+        case an engine in another PID namespace keeps its locks elsewhere). An empty
+        directory is all this removes: an engine with a state directory makes its subtree
+        again when it starts, and cleans its own leftovers then.
+        """
+        if not self._derived:
+            return []
+        backend = self.backend
+        bases = list(dict.fromkeys(path.parent for path in backend.parent_dirs()))
+        names: set[str] = set()
+        for base in bases:
+            with contextlib.suppress(OSError):
+                names.update(e.name for e in os.scandir(base) if e.is_dir(follow_symlinks=False))
+        own = self.parent.rsplit("/", 1)[-1]
+        removed = []
+        for name in sorted(names - {own}):
+            pid = run_pid(name)
+            if pid is not None and _alive(pid):
+                continue
+            subtree = f"{BASE}/{name}"
+            try:
+                lock = ParentLock.acquire(lock_path(self._config.root, subtree), subtree)
+            except ConfigError:
+                continue  # held: its engine runs
+            try:
+                if self._remove_abandoned(subtree, [base / name for base in bases]):
+                    removed.append(name)
+            finally:
+                lock.release()
+        return removed
+
+    def _remove_abandoned(self, subtree: str, tops: list[Path]) -> bool:
+        pids = {
+            pid
+            for top in tops
+            for path in fs.subtree(top)
+            for pid in fs.read_pids(path / "cgroup.procs")
+        }
+        if pids:
+            log.warning(
+                "%s: its engine is not running and %d process%s of it still run; not ours "
+                "to kill: its engine cleans them when it starts again (plugins.cgroups."
+                "instance = %r)",
+                subtree,
+                len(pids),
+                "" if len(pids) == 1 else "es",
+                subtree.rsplit("/", 1)[-1],
+            )
+            return False
+        try:
+            for top in tops:
+                fs.rmdir_tree(top)
+        except OSError as exc:
+            log.warning("%s: cannot remove it: %s", subtree, exc.strerror or exc)
+            return False
+        log.info("%s: removed, empty, its engine is not running", subtree)
+        return True
 
     # ------------------------------------------------------------------ jobs
 
