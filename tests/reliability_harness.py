@@ -1,12 +1,12 @@
 """A real ``worker serve`` process and the probes the reliability tests and benches read.
 
-Shared by ``tests/test_reliability_*.py`` and ``bench/bench_{load,soak,tail}.py`` (which put
-``tests/`` on ``sys.path``). Everything is on 127.0.0.1, every wait is bounded, and a server
+Shared by ``tests/reliability/``, some ``tests/grpc/`` tests and the benches in ``bench/`` (which
+put ``tests/`` on ``sys.path``). Everything is on 127.0.0.1, every wait is bounded, and a server
 left running by a failing test is killed on the way out.
 
 What an operator would look at is what is measured: the server's resident memory
-(``VmRSS``), its open file descriptors (``/proc/<pid>/fd``) and threads (``Threads``), and
-which processes exist (``/proc``).
+(``VmRSS``), its open file descriptors (``/proc/<pid>/fd``) and threads (``Threads``); which
+processes exist is read with the /proc reader in ``helpers``.
 """
 
 from __future__ import annotations
@@ -28,12 +28,10 @@ import attrs
 import grpc
 from grpc_certs import Identity, TestPKI, make_pki
 from grpc_harness import collect, launch_serve, shell
-from helpers import alive
+from helpers import proc_status
 
 from worker_plugins.grpc_transport import worker_pb2 as pb
 from worker_plugins.grpc_transport import worker_pb2_grpc as pb_grpc
-
-#: `worker` as a subprocess, run by this interpreter (the venv's).
 
 #: Bound on every single RPC.
 RPC_TIMEOUT = 30.0
@@ -58,47 +56,14 @@ class ProcStats:
 
 
 def proc_stats(pid: int) -> ProcStats:
-    status = Path(f"/proc/{pid}/status").read_text()
-    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    status = proc_status(pid)
+    if status is None:
+        raise ProcessLookupError(pid)
     return ProcStats(
-        rss_kib=int(fields["VmRSS"].split()[0]),
+        rss_kib=int(status["VmRSS"].split()[0]),
         fds=len(os.listdir(f"/proc/{pid}/fd")),
-        threads=int(fields["Threads"]),
+        threads=int(status["Threads"]),
     )
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live descendant of ``pid`` (children, grandchildren, ...)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry)] = int(stat[stat.rfind(")") + 2 :].split()[1])
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {p for p, pp in parents.items() if pp in frontier} - found
-        found |= frontier
-    return {p for p in found if alive(p)}
-
-
-def processes_with_job_id(job_id: str) -> list[int]:
-    """Processes whose environment carries ``WORKER_JOB_ID=<job_id>`` (every job's does)."""
-    needle = f"WORKER_JOB_ID={job_id}\0".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            environ = Path(f"/proc/{entry}/environ").read_bytes() + b"\0"
-        except OSError:
-            continue
-        if needle in environ and alive(int(entry)):
-            found.append(int(entry))
-    return found
 
 
 # --- the server ---------------------------------------------------------------------------------
@@ -520,3 +485,255 @@ def run_followers(
     elapsed = time.monotonic() - started
     wait_ended(stub, job.id)
     return FollowResult(digests, (zeros_digest(size), size), elapsed, failures)
+
+
+@attrs.define
+class StalledRun:
+    """What one job did with followers that stopped reading beside it."""
+
+    ended: pb.Job  # its final record
+    write_ms: int  # the job's own measure of writing its output
+    live_s: float  # from the first byte until the last live follower had everything
+    digests: list[tuple[str, int]]  # what each live follower got
+    failures: list[str]  # live followers that failed
+    #: The follower that never reads was still attached when the job had ended.
+    stalled_still_attached: bool
+    peak_rss_kib: int  # the server's, sampled while the job ran
+
+
+def run_with_stalled_followers(
+    server: ServerProcess,
+    go: Path,
+    *,
+    stalled: bool,
+    live: int,
+    size: int = 64 * MiB,
+    timeout: float = 120.0,
+) -> StalledRun:
+    """One job writing ``size`` zero bytes once every follower is attached, with ``live``
+    reading followers and, if ``stalled``, two that stop reading after their first message:
+    one HTTP/2 stream never read again (flow control stops the server's sends) and one TCP
+    connection whose reader stops (the socket buffers fill). Fails if the job has not ended
+    within ``timeout`` seconds; the server is sampled (and must answer Get) meanwhile."""
+    stub = server.stub()
+    job = submit(
+        stub,
+        shell(
+            f"echo ready >&2; while [ ! -e {go} ]; do sleep 0.01; done; s=$(date +%s%N); "
+            f"head -c {size} /dev/zero; e=$(date +%s%N); echo $(( (e - s) / 1000000 )) >&2"
+        ),
+    )
+    request = pb.TailRequest(job_id=job.id)
+    stalls: list[grpc.Call] = []
+    relay = Relay(server.port)
+    try:
+        if stalled:
+            never_read = server.stub("stalled-h2").Tail(request, timeout=timeout)
+            stalled_tcp = server.stub("stalled-tcp", port=relay.port).Tail(request, timeout=timeout)
+            stalls = [never_read, stalled_tcp]
+            for call in (never_read, stalled_tcp):
+                next(call)  # "ready" on stderr: attached, and never read again
+            relay.stall()
+        attached = threading.Semaphore(0)
+        digests: list[tuple[str, int]] = []
+        failures: list[str] = []
+        lock = threading.Lock()
+
+        def follow(index: int) -> None:
+            try:
+                call = server.stub(f"reader-{index}").Tail(request, timeout=timeout)
+                first = next(call)  # "ready": this follower is attached
+                attached.release()
+                result = stdout_digest(itertools.chain([first], call))
+                with lock:
+                    digests.append(result)
+            except Exception as exc:
+                attached.release()
+                with lock:
+                    failures.append(f"{type(exc).__name__}: {exc}")
+
+        readers = [threading.Thread(target=follow, args=(i,), daemon=True) for i in range(live)]
+        for reader in readers:
+            reader.start()
+        for _ in readers:
+            assert attached.acquire(timeout=60), "a follower did not attach"
+        started = time.monotonic()
+        go.touch()
+        peak = server.stats().rss_kib
+        probe = server.stub()
+        deadline = started + timeout
+        while (
+            record := probe.Get(pb.GetRequest(job_id=job.id), timeout=RPC_TIMEOUT).job
+        ).state != pb.JOB_STATE_ENDED:
+            assert time.monotonic() < deadline, f"the job did not end within {timeout:.0f} s"
+            peak = max(peak, server.stats().rss_kib)
+            time.sleep(0.05)
+        still_attached = bool(stalls) and stalls[0].is_active()
+        for reader in readers:
+            reader.join(max(1.0, deadline - time.monotonic()))
+        live_s = time.monotonic() - started
+        assert not any(reader.is_alive() for reader in readers), "a live follower did not end"
+        stderr = stub.Tail(
+            pb.TailRequest(job_id=job.id, stream=pb.STREAM_STDERR), timeout=RPC_TIMEOUT
+        )
+        write_ms = int(b"".join(m.data for m in stderr).split()[-1])
+        return StalledRun(record, write_ms, live_s, digests, failures, still_attached, peak)
+    finally:
+        for call in stalls:
+            call.cancel()
+        relay.close()
+
+
+# --- durable state: crashes, the job database, big outputs, small disks ------------------------
+# (imports are local: this section was added below the shared ones.)
+
+
+def sigkill(server: ServerProcess, timeout: float = 10.0) -> set[int]:
+    """SIGKILL ``server``, as a crash would end it; the pids of its descendants just before
+    (the launcher and the jobs' main processes), for a check that they die with it."""
+    from helpers import descendants
+
+    tree = descendants(server.pid)
+    server.process.kill()
+    server.process.wait(timeout)
+    server.close_channels()
+    return tree
+
+
+def job_processes_by_id() -> dict[str, list[int]]:
+    """Every live job process on the host by its ``WORKER_JOB_ID`` (one pass over /proc)."""
+    from helpers import alive, pids, proc_environ
+
+    prefix = b"WORKER_JOB_ID="
+    found: dict[str, list[int]] = {}
+    for pid in pids():
+        for entry in proc_environ(pid) or []:
+            if entry.startswith(prefix) and alive(pid):
+                found.setdefault(entry[len(prefix) :].decode(errors="replace"), []).append(pid)
+    return found
+
+
+def integrity_check(database: Path) -> list[str]:
+    """``PRAGMA integrity_check`` of a copy of the job database and its WAL, as the next
+    server will read them: the files themselves are not touched (the rows; ``["ok"]``)."""
+    import shutil
+    import sqlite3
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="worker-db-copy-") as tmp:
+        copy = Path(tmp) / database.name
+        for suffix in ("", "-wal"):  # not -shm: it is rebuilt from the WAL
+            source = database.with_name(database.name + suffix)
+            if source.exists():
+                shutil.copyfile(source, copy.with_name(copy.name + suffix))
+        conn = sqlite3.connect(copy, timeout=10)
+        try:
+            return [row[0] for row in conn.execute("PRAGMA integrity_check")]
+        finally:
+            conn.close()
+
+
+def list_all(stub: pb_grpc.WorkerStub, request: pb.ListRequest | None = None) -> list[pb.Job]:
+    """Every job ``request`` matches, page after page (newest first)."""
+    request = request or pb.ListRequest()
+    jobs: list[pb.Job] = []
+    token = ""
+    for _ in range(100_000):  # a bound: a server that always returns a token fails the test
+        page = pb.ListRequest()
+        page.CopyFrom(request)
+        page.page_size, page.page_token = 1000, token
+        response = stub.List(page, timeout=RPC_TIMEOUT)
+        jobs.extend(response.jobs)
+        token = response.next_page_token
+        if not token:
+            return jobs
+    raise AssertionError("List never reached its last page")
+
+
+def replay(stub: pb_grpc.WorkerStub, job_id: str) -> list[tuple[int, int, bytes]]:
+    """A finished job's output as the server replays it: ``(stream, offset, data)`` per
+    message, in order (both streams)."""
+    return [
+        (m.stream, m.offset, m.data)
+        for m in stub.Tail(pb.TailRequest(job_id=job_id), timeout=RPC_TIMEOUT)
+    ]
+
+
+def client_env(server: ServerProcess, directory: Path, cn: str = "alice") -> dict[str, str]:
+    """The environment of a ``worker job`` process talking to ``server`` as ``cn``."""
+    cert, key = server.identity(cn).write(directory, f"cli-{cn}")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
+    environ.update(
+        WORKER_SERVER=server.target,
+        WORKER_CA=str(server.pki.ca_path),
+        WORKER_CERT=str(cert),
+        WORKER_KEY=str(key),
+        XDG_CONFIG_HOME=str(directory / "no-client-config"),
+    )
+    return environ
+
+
+# A deterministic output no period of which lines up with a pipe, a chunk or a message: block
+# i (1 MiB) is sha256(i) repeated. The job and the test make it the same way.
+PATTERN_SCRIPT = (
+    "import hashlib, sys\n"
+    "size = int(sys.argv[1]); out = sys.stdout.buffer; i = 0\n"
+    "while size > 0:\n"
+    "    block = hashlib.sha256(i.to_bytes(8, 'big')).digest() * 32768\n"
+    "    out.write(block[:size]); size -= len(block); i += 1\n"
+    "out.flush()\n"
+)
+
+
+def pattern_job(size: int, before: str = "") -> pb.JobSpec:
+    """A job writing :func:`pattern_bytes` of ``size`` to stdout; ``before`` is shell run
+    first (e.g. waiting for a file)."""
+    import shlex
+    import sys
+
+    write = f"exec {shlex.quote(sys.executable)} -c {shlex.quote(PATTERN_SCRIPT)} {size}"
+    return shell(f"{before}\n{write}" if before else write)
+
+
+def pattern_block(index: int) -> bytes:
+    return hashlib.sha256(index.to_bytes(8, "big")).digest() * (MiB // 32)
+
+
+def pattern_bytes(offset: int, size: int) -> bytes:
+    """Bytes ``[offset, offset + size)`` of the pattern."""
+    parts = []
+    end = offset + size
+    while offset < end:
+        block, inner = divmod(offset, MiB)
+        piece = pattern_block(block)[inner : inner + end - offset]
+        parts.append(piece)
+        offset += len(piece)
+    return b"".join(parts)
+
+
+def pattern_digest(size: int) -> str:
+    digest = hashlib.sha256()
+    for block in range((size + MiB - 1) // MiB):
+        digest.update(pattern_block(block)[: size - block * MiB])
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str, *options: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``"16m"``) mounted on ``path`` (made if missing), always
+    unmounted on the way out (lazily if something still holds it) and ``path`` removed."""
+    path.mkdir(parents=True, exist_ok=True)
+    mount_options = ",".join([f"size={size}", "mode=0755", *options])
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", mount_options, "tmpfs", str(path)],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    try:
+        yield path
+    finally:
+        done = subprocess.run(["umount", str(path)], check=False, capture_output=True, timeout=30)
+        if done.returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], check=True, timeout=30)
+        path.rmdir()

@@ -264,6 +264,8 @@ class Engine:
         """After a restart, follow a job the executor still runs; False if it cannot."""
         if self._executor is None or job.external_id is None:
             return False
+        if self._store is not None:
+            self._store.open(job.id)  # continue its log: the executor hands over more
         offsets = dict(self._store.size(job.id)) if self._store is not None else {}
         entry = TrackedJob(job, spawned=True)
         for stream, size in offsets.items():
@@ -396,6 +398,16 @@ class Engine:
             if self._unsaved:
                 with self._lock:
                     self._unsaved.pop(job.id, None)
+                # The store commits again: write what waited (an ended job's last record)
+                # now, not at the next housekeeping round.
+                self._retry_unsaved()
+
+    def _forget_ended(self, job_id: str) -> None:
+        """An ended job leaves the live table, once its final record is in the store: until
+        then the live entry is the only place that knows it ended."""
+        with self._lock:
+            if job_id not in self._unsaved:
+                self._jobs.pop(job_id, None)
 
     def _retry_unsaved(self) -> None:
         with self._lock:
@@ -408,6 +420,8 @@ class Engine:
             with self._lock:
                 if self._unsaved.get(job_id) is entry:
                     del self._unsaved[job_id]
+                    if entry.job.is_finished:
+                        self._jobs.pop(job_id, None)
         if pending:
             log.info("the job store commits again")
 
@@ -437,7 +451,16 @@ class Engine:
     def _remove_records(self, job_ids: Collection[str]) -> None:
         if not job_ids:
             return
-        self._job_store().remove(job_ids)
+        try:
+            self._job_store().remove(job_ids)
+        except StoreUnavailable as exc:
+            raise ResourceExhausted(f"the job store cannot remove records now: {exc}") from exc
+        with self._lock:
+            for job_id in job_ids:
+                entry = self._jobs.get(job_id)
+                if entry is not None and entry.job.is_finished:
+                    self._jobs.pop(job_id, None)
+                    self._unsaved.pop(job_id, None)
         if self._store is not None:
             for job_id in job_ids:
                 self._store.discard(job_id)
@@ -659,8 +682,7 @@ class Engine:
         )
         if self._store is not None:
             self._store.close(entry.job.id)
-        with self._lock:
-            self._jobs.pop(entry.job.id, None)
+        self._forget_ended(entry.job.id)
         return ended
 
     def _launch(self, entry: TrackedJob) -> Job:
@@ -934,8 +956,7 @@ class Engine:
         if self._store is not None:
             self._store.close(job.id)
         if ended is not None:
-            with self._lock:
-                self._jobs.pop(job.id, None)
+            self._forget_ended(job.id)
             if self._queue is not None:
                 self._apply(self._queue.ended(ended))
 

@@ -122,7 +122,7 @@ def _prepare(
         # Read-only checks first: nothing is written to a database that is then refused.
         check_version(conn, migrations)
         if config.check_at_open:
-            problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
+            problems = [" ".join(row[0].split()) for row in conn.execute("PRAGMA quick_check(3)")]
             if problems != ["ok"]:
                 raise DatabaseRefused(_corrupt(path, "; ".join(problems)))
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
