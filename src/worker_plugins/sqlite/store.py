@@ -79,6 +79,10 @@ class SqliteJobStore:
         self.config = config or SqliteConfig()
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = open_database(self.path, self.config, migrations)
+        # The columns and labels last committed for each unfinished job, so an update writes
+        # what changed without first reading the row back (most of a commit's cost). Only
+        # this process writes the file (the state directory is locked), so it stays true.
+        self._written: dict[str, tuple[tuple[Any, ...], list[tuple[str, str]]]] = {}
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -104,7 +108,10 @@ class SqliteJobStore:
             return job
 
         try:
-            return self._write("add", write)
+            added = self._write("add", write)
+            if added is job and job.state is not JobState.ENDED:
+                self._written[job.id] = (row.columns, row.labels)
+            return added
         except sqlite3.IntegrityError as exc:
             if job.idempotency_key is not None:
                 # Another process on the file won the race for the key (this one cannot: the
@@ -122,12 +129,20 @@ class SqliteJobStore:
         """
         row = _Row.of(job)
 
+        known = self._written.get(job.id)
+
         def write(conn: sqlite3.Connection) -> None:
-            current = conn.execute(
-                f"SELECT {', '.join(_Row.COLUMNS)} FROM jobs WHERE id = ?", (job.id,)
-            ).fetchone()
-            if current is None:
-                return
+            if known is not None:
+                current, labels = known
+            else:
+                current = conn.execute(
+                    f"SELECT {', '.join(_Row.COLUMNS)} FROM jobs WHERE id = ?", (job.id,)
+                ).fetchone()
+                if current is None:
+                    return
+                labels = conn.execute(
+                    "SELECT key, value FROM labels WHERE job_id = ?", (job.id,)
+                ).fetchall()
             changed = [
                 (column, new)
                 for column, old, new in zip(_Row.COLUMNS, current, row.columns, strict=True)
@@ -139,13 +154,16 @@ class SqliteJobStore:
                 f"UPDATE jobs SET {assignments} WHERE id = ?",
                 (*(value for _, value in changed), job.id),
             )
-            stored = conn.execute("SELECT key, value FROM labels WHERE job_id = ?", (job.id,))
-            if dict(stored.fetchall()) != dict(row.labels):
+            if dict(labels) != dict(row.labels):
                 conn.execute("DELETE FROM labels WHERE job_id = ?", (job.id,))
                 row.write_labels(conn, job.id)
 
         try:
             self._write("update", write)
+            if job.state is JobState.ENDED:
+                self._written.pop(job.id, None)
+            elif job.id in self._written or known is None:
+                self._written[job.id] = (row.columns, row.labels)
         except sqlite3.IntegrityError as exc:
             raise ValueError(
                 f"job {job.id}: idempotency key {job.idempotency_key!r} belongs to another record"
@@ -163,6 +181,8 @@ class SqliteJobStore:
 
         if ids:
             self._write("remove", write)
+            for job_id in ids:
+                self._written.pop(job_id, None)
 
     # -- reads -------------------------------------------------------------------------------
 
