@@ -11,7 +11,7 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import attrs
@@ -120,6 +120,14 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str =
 
 WORKER = [sys.executable, "-c", "from worker_core.cli import main; main()"]
 
+#: A `worker` whose process imported grpc before the transport could set what gRPC core reads
+#: at import (cipher suites, log level): `serve` must notice and re-execute itself.
+WORKER_GRPC_FIRST = [
+    sys.executable,
+    "-c",
+    "import grpc; from worker_core.cli import main; main()",
+]
+
 
 @attrs.define
 class ServeProcess:
@@ -140,12 +148,16 @@ class ServeProcess:
 
 @attrs.define
 class Launched:
-    """A ``worker serve`` process that reported the port it listens on."""
+    """A ``worker serve`` process; ``port`` is set once it reported the port it listens on."""
 
     process: subprocess.Popen[str]
     port: int
     stderr_lines: list[str]
     reader: threading.Thread
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.stderr_lines)
 
     def reap(self) -> None:
         """Kill it if it is still running (callers stop it their own way first)."""
@@ -155,40 +167,60 @@ class Launched:
         self.reader.join(5)
 
 
-def launch_serve(
-    pki: TestPKI, *extra: str, worker: Sequence[str] = WORKER, ready_timeout: float = 30.0
+#: The start-up summary's gRPC address: ``listening on 127.0.0.1:PORT (grpc); ...``.
+LISTENING = re.compile(r"listening on (?:\S+ \(\w+\), )*127\.0\.0\.1:(\d+) \(grpc\)")
+
+
+def spawn_serve(
+    pki: TestPKI,
+    *extra: str,
+    worker: Sequence[str] = WORKER,
+    env: Mapping[str, str] | None = None,
+    stdout: int | None = None,
+    grpc_flags: bool = True,
 ) -> Launched:
-    """Start ``worker serve`` on a free loopback port with ``pki``; wait until it listens."""
-    argv = [
-        *worker,
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--ca",
-        str(pki.ca_path),
-        "--cert",
-        str(pki.server_cert_path),
-        "--key",
-        str(pki.server_key_path),
-        *extra,
-    ]
+    """Start ``worker serve`` on a free loopback port with ``pki``; do not wait for it.
+
+    Its state directory is ``state`` beside the certificates unless ``extra`` names one, so
+    no test touches the default ``/var/lib/worker``. ``env`` is added to the environment.
+    ``grpc_flags=False`` leaves out ``--listen``, ``--ca``, ``--cert`` and ``--key``.
+    """
+    argv = [*worker, "serve"]
+    if grpc_flags:
+        argv += ["--listen", "127.0.0.1:0", "--ca", str(pki.ca_path)]
+        argv += ["--cert", str(pki.server_cert_path), "--key", str(pki.server_key_path)]
+    argv += extra
+    if "--state-dir" not in extra:
+        argv += ["--state-dir", str(pki.directory / "state")]
     # The server must set the cipher policy itself, as in production.
-    env = {k: v for k, v in os.environ.items() if k != "GRPC_SSL_CIPHER_SUITES"}
-    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
+    environ = {k: v for k, v in os.environ.items() if k != "GRPC_SSL_CIPHER_SUITES"}
+    environ.update(env or {})
+    process = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.PIPE, text=True, env=environ)
     lines: list[str] = []
     assert process.stderr is not None
     stream = process.stderr
     reader = threading.Thread(target=lambda: lines.extend(stream), daemon=True)
     reader.start()
-    launched = Launched(process, 0, lines, reader)
+    return Launched(process, 0, lines, reader)
+
+
+def launch_serve(
+    pki: TestPKI,
+    *extra: str,
+    worker: Sequence[str] = WORKER,
+    ready_timeout: float = 30.0,
+    env: Mapping[str, str] | None = None,
+) -> Launched:
+    """:func:`spawn_serve`, then wait until it listens (its port is then ``port``)."""
+    launched = spawn_serve(pki, *extra, worker=worker, env=env)
+    lines, process = launched.stderr_lines, launched.process
     try:
-        listening = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
         wait_for(
-            lambda: any(listening.search(x) for x in lines) or process.poll() is not None,
+            lambda: any(LISTENING.search(x) for x in lines) or process.poll() is not None,
             timeout=ready_timeout,
             what="worker serve to listen",
         )
-        match = next((m for x in list(lines) if (m := listening.search(x))), None)
+        match = next((m for x in list(lines) if (m := LISTENING.search(x))), None)
         assert match, f"worker serve did not start: {''.join(lines)}"
     except BaseException:
         launched.reap()
@@ -199,11 +231,14 @@ def launch_serve(
 
 @contextlib.contextmanager
 def serve_process(
-    directory: Path, *extra: str, worker: Sequence[str] = WORKER
+    directory: Path,
+    *extra: str,
+    worker: Sequence[str] = WORKER,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[ServeProcess]:
     """``worker serve`` on a free loopback port with fresh certificates; killed if left running."""
     pki = make_pki(directory)
-    launched = launch_serve(pki, *extra, worker=worker)
+    launched = launch_serve(pki, *extra, worker=worker, env=env)
     try:
         yield ServeProcess(launched.process, launched.port, pki, launched.stderr_lines)
     finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import grpc
@@ -50,17 +49,14 @@ def test_signal_stops_every_job_and_leaves_no_process(tmp_path: Path, signum: in
         descendants = _children(serve.process.pid)
         assert {stubborn.pid, plain.pid} <= descendants
 
-        started = time.monotonic()
         serve.process.send_signal(signum)
         assert serve.process.wait(timeout=30) == 0
-        elapsed = time.monotonic() - started
         # Followers saw their streams end (normally, or cancelled by the server's stop).
         list(tail)
         records = list(watch)
         assert records and records[-1].state == pb.JOB_STATE_ENDED
-        assert records[-1].end_reason == pb.END_REASON_STOPPED
+        assert records[-1].end_reason == pb.END_REASON_SHUTDOWN
         wait_for(lambda: not any(alive(p) for p in descendants), timeout=10, what="no process left")
-        assert elapsed < 15, f"shutdown took {elapsed:.1f}s"
     assert "Traceback" not in serve.stderr
 
 

@@ -1,8 +1,8 @@
-"""The mTLS gRPC server: a ``grpc.aio`` server on its own event-loop thread.
+"""The mTLS gRPC server: a ``grpc.aio`` server on an asyncio event loop.
 
 asyncio rather than a thread pool, so thousands of idle followers cost a coroutine each, not
-a thread each. The loop runs on a thread this class owns, so the same object serves
-``worker serve`` (whose main thread waits for signals) and in-process tests.
+a thread each. :class:`GrpcListener` runs on the caller's loop (``worker serve`` shares one
+loop among its transports); :class:`GrpcServer` gives it a loop thread of its own.
 """
 
 from __future__ import annotations
@@ -13,14 +13,17 @@ import threading
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import grpc
 from grpc import aio
 
 from worker_core.plugin import ConfigError
 
 from . import worker_pb2_grpc as pb_grpc
+from .address import bind_failure, format_address, parse_listen
 from .batching import encode_output_chunk
 from .config import GrpcConfig
+from .core_log import quiet_client_departures
 from .guard import Guard
 from .servicer import WorkerServicer
 from .tls import TlsFiles, TlsMaterial, load_material, server_credentials
@@ -58,6 +61,9 @@ def server_options(config: GrpcConfig) -> list[tuple[str, Any]]:
         ("grpc.server.max_pending_requests_hard_limit", 30_000),
         # A pending unauthenticated handshake may not hold a connection open for long.
         ("grpc.server_handshake_timeout_ms", 10_000),
+        # gRPC sets SO_REUSEPORT by default, so a second server on the same port would start
+        # and share the clients at random with the first. A server owns its port.
+        ("grpc.so_reuseport", 0),
     ]
 
 
@@ -91,26 +97,77 @@ def add_worker_service(servicer: WorkerServicer, server: aio.Server) -> None:
     server.add_registered_method_handlers(registration.service, handlers)
 
 
-def parse_listen(address: str) -> tuple[str, int]:
-    """``host:port`` (``[::1]:50051`` for IPv6) into its parts; ConfigError if malformed."""
-    host, sep, port_text = address.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError(f"listen address {address!r} is not HOST:PORT (e.g. 127.0.0.1:50051)")
-    return host, int(port_text)
+class GrpcListener:
+    """The gRPC transport on the running event loop: what ``serve_transports`` returns.
+
+    ``worker serve`` awaits :meth:`start` and :meth:`stop` on its one event loop, beside any
+    other transport; :class:`GrpcServer` runs the same object on a thread of its own.
+    """
+
+    #: The transport's name in messages and in ``worker serve``'s start-up summary.
+    name = "grpc"
+
+    def __init__(self, config: GrpcConfig, tls: TlsMaterial) -> None:
+        self._config = config
+        self._tls = tls
+        self.guard = Guard(config.max_streams_per_client)
+        self._server: aio.Server | None = None
+        #: The port bound by :meth:`start` (the configured one, or the one picked for 0).
+        self.port: int | None = None
+
+    async def start(self, engine: Engine) -> list[str]:
+        """Listen on ``[plugins.grpc] listen`` and serve ``engine``; the address bound.
+
+        Raises :class:`ConfigError` naming the address and why it cannot be bound (in use,
+        not local, privileged).
+        """
+        if self._server is not None:
+            raise RuntimeError("the gRPC transport is already started")
+        host, port = parse_listen(self._config.listen)
+        quiet_client_departures()
+        server = aio.server(interceptors=[self.guard], options=server_options(self._config))
+        add_worker_service(WorkerServicer(engine, self._config.tail_message_bytes), server)
+        target = format_address(host, port)
+        try:
+            bound = server.add_secure_port(target, server_credentials(self._tls))
+        except RuntimeError:  # grpcio raises on a failed bind (older versions return 0)
+            bound = 0
+        if not bound:
+            await server.stop(None)
+            raise ConfigError(f"cannot listen on {target}: {bind_failure(host, port)}")
+        await server.start()
+        self._server, self.port = server, int(bound)
+        log.info("serving on %s", format_address(host, self.port))
+        return [format_address(host, self.port)]
+
+    async def stop(self, grace: float | None = 1.0) -> None:
+        """Stop accepting calls, give running calls ``grace`` seconds, then cancel them."""
+        server, self._server = self._server, None
+        if server is not None:
+            await server.stop(grace)
 
 
 class GrpcServer:
-    """Serves ``engine`` over mTLS. ``start`` returns the bound port; ``stop`` closes it all."""
+    """A :class:`GrpcListener` on an event-loop thread of its own, for a caller whose thread
+    is not an event loop (an in-process server in tests, a program embedding the engine).
+
+    ``start`` returns the bound port; ``stop`` closes it all.
+    """
 
     def __init__(self, engine: Engine, config: GrpcConfig | None = None) -> None:
         self._engine = engine
         self._config = config or GrpcConfig()
-        self.guard = Guard(self._config.max_streams_per_client)
+        self._listener: GrpcListener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._server: aio.Server | None = None
         self.port: int | None = None
+
+    @property
+    def guard(self) -> Guard:
+        """The started listener's guard (open streams per client, for tests and diagnostics)."""
+        if self._listener is None:
+            raise RuntimeError("the server is not started")
+        return self._listener.guard
 
     def start(self, host: str, port: int, tls: TlsFiles) -> int:
         """Listen on ``host:port`` (0: any free port) with ``tls``; return the bound port.
@@ -120,42 +177,29 @@ class GrpcServer:
         """
         if self._thread is not None:
             raise RuntimeError("the server is already started")
-        material = load_material(tls)
+        config = attrs.evolve(self._config, listen=format_address(host, port))
+        self._listener = GrpcListener(config, load_material(tls))
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="worker-grpc", daemon=True
         )
         self._thread.start()
         try:
-            self.port = self._call(self._start(host, port, material), _START_TIMEOUT)
+            self._call(self._listener.start(self._engine), _START_TIMEOUT)
         except BaseException:
             self._stop_loop()
             raise
-        log.info("serving on %s:%d", host, self.port)
+        assert self._listener.port is not None
+        self.port = self._listener.port
         return self.port
-
-    async def _start(self, host: str, port: int, material: TlsMaterial) -> int:
-        server = aio.server(interceptors=[self.guard], options=server_options(self._config))
-        add_worker_service(WorkerServicer(self._engine, self._config.tail_message_bytes), server)
-        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        try:
-            bound = server.add_secure_port(target, server_credentials(material))
-        except RuntimeError as exc:  # grpcio raises on a failed bind
-            raise ConfigError(f"cannot listen on {target}: {exc}") from None
-        if not bound:
-            raise ConfigError(f"cannot listen on {target} (address in use or not local?)")
-        await server.start()
-        self._server = server
-        return int(bound)
 
     def stop(self, grace: float | None = 1.0) -> None:
         """Stop accepting calls, give running calls ``grace`` seconds, then cancel them."""
         if self._loop is None:
             return
-        if self._server is not None:
-            server, self._server = self._server, None
+        if self._listener is not None:
             try:
-                self._call(server.stop(grace), (grace or 0) + _START_TIMEOUT)
+                self._call(self._listener.stop(grace), (grace or 0) + _START_TIMEOUT)
             except FutureTimeout:
                 log.warning("the gRPC server did not stop in time")
         self._stop_loop()
