@@ -1,4 +1,5 @@
-"""Shared helpers for the cgroups plugin's tests (imported explicitly, not a conftest).
+"""Plain helpers for tests that make real cgroups (imported explicitly; the cgroups area's
+fixtures are in ``tests/cgroups/conftest.py``).
 
 Every real-cgroup test works under its own parent, ``worker-test-<random>``, so it never
 touches a real worker's cgroups, and removes it afterwards (killing anything left in it).
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pytest
@@ -38,9 +39,27 @@ V2_FILES = (
     "memory.swap.max",
     "memory.oom.group",
     "memory.events",
+    "memory.current",
     "memory.peak",
     "pids.max",
 )
+
+
+def make_v2_tree(
+    root: Path, parent: str = "worker", *, omit: Iterable[str] = (), extra: Iterable[str] = ()
+) -> Path:
+    """A fake cgroup2 root with controllers, and ``parent`` as the kernel would populate it
+    (:data:`V2_FILES` but ``omit``, plus ``extra``); for the v2 backend on a hybrid host."""
+    root.mkdir(exist_ok=True)
+    (root / "cgroup.controllers").write_text("cpuset cpu io memory hugetlb pids rdma misc\n")
+    (root / "cgroup.subtree_control").write_text("")
+    top = root / parent
+    top.mkdir()
+    for name in (*V2_FILES, *extra):
+        if name not in omit:
+            (top / name).write_text("")
+    (top / "cgroup.controllers").write_text("cpu io memory pids\n")
+    return root
 
 
 def unique_parent() -> str:
@@ -91,27 +110,6 @@ def force_remove_parent(parent: str) -> None:
                     break
                 except OSError:
                     time.sleep(0.01)
-
-
-def parent_scope() -> Iterator[str]:
-    """A fresh parent name; afterwards asserts nothing was left under it, then removes it.
-
-    Wrap it in a fixture: ``yield from parent_scope()``.
-    """
-    require_root()
-    parent = unique_parent()
-    try:
-        yield parent
-    finally:
-        leftovers = [
-            str(Path(d))
-            for top in cgroup_dirs_named(parent)
-            for d, _dirs, _files in os.walk(top)
-            if Path(d) != top
-        ]
-        force_remove_parent(parent)
-        assert not cgroup_dirs_named(parent), f"could not remove {parent}"
-        assert not leftovers, f"the test left job cgroups behind: {leftovers}"
 
 
 class Held:

@@ -8,29 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import job_processes, proc_cmdline
 
 
 def _leaked_job_processes() -> list[str]:
-    """Processes that carry WORKER_JOB_ID (the engine sets it in every job's environment)."""
-    leaked = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            environ = Path(f"/proc/{entry}/environ").read_bytes()
-            cmdline = (
-                Path(f"/proc/{entry}/cmdline")
-                .read_bytes()
-                .replace(b"\0", b" ")
-                .decode(errors="replace")
-            )
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        state = stat[stat.rfind(")") + 2 :].split()[0]
-        if b"WORKER_JOB_ID=" in environ and state != "Z":
-            leaked.append(f"{entry}: {cmdline.strip()}")
-    return leaked
+    """Live processes that carry WORKER_JOB_ID (the engine sets it in every job's environment)."""
+    return [f"{pid}: {proc_cmdline(pid)}" for pid in job_processes() if pid != os.getpid()]
 
 
 def _leaked_test_cgroups() -> list[str]:

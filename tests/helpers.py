@@ -1,4 +1,5 @@
-"""Shared helpers for the engine, broker, model and plugin-loading tests.
+"""Shared helpers of every test area: an engine with short timings, bounded waits, the one
+reader of ``/proc`` (process state, parents, environment, status) and output helpers.
 
 Everything waits with a bound: a test that hangs tells nobody anything.
 """
@@ -15,6 +16,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import attrs
 
 from worker_core.plugin import Chunk, Config, Engine, Job, JobState, Stream, hookimpl
 
@@ -35,13 +38,94 @@ def running_engine(plugins: Any = None, **engine_settings: Any) -> Iterator[Engi
         yield engine
 
 
+# --- /proc: the one reader of process facts ------------------------------------------------
+
+
+@attrs.frozen
+class ProcStat:
+    """The fields of ``/proc/<pid>/stat`` the tests read."""
+
+    pid: int
+    state: str  # R, S, D, T, Z (zombie), X (dead), ...
+    ppid: int
+    cpu_ticks: int  # user plus system time, in clock ticks
+
+
+def proc_stat(pid: int) -> ProcStat | None:
+    """``/proc/<pid>/stat``; None once the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 2, the command, is in parentheses and may itself hold spaces and ")": what
+    # follows the last ")" is field 3 (state) onwards.
+    fields = text[text.rfind(")") + 2 :].split()
+    return ProcStat(pid, fields[0], int(fields[1]), int(fields[11]) + int(fields[12]))
+
+
+def proc_status(pid: int) -> dict[str, str] | None:
+    """``/proc/<pid>/status`` as ``{"VmRSS": "1234 kB", ...}``; None once the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines()) if v}
+
+
+def proc_environ(pid: int) -> list[bytes] | None:
+    """The ``NAME=value`` entries of the process's environment; None once it is gone (or
+    when it is not ours to read)."""
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+
+
+def proc_cmdline(pid: int) -> str:
+    """The command line, arguments joined by spaces; empty once the process is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def pids() -> list[int]:
+    """Every process on the host (that this namespace shows)."""
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
 def alive(pid: int) -> bool:
     """True while ``pid`` exists and is not a zombie (one nobody reaped counts as dead)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2 :].split()[0] not in {"Z", "X"}
+    stat = proc_stat(pid)
+    return stat is not None and stat.state not in {"Z", "X"}
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live descendant of ``pid`` (children, grandchildren, ...)."""
+    parents = {stat.pid: stat.ppid for p in pids() if (stat := proc_stat(p)) is not None}
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - found
+        found |= frontier
+    return {p for p in found if alive(p)}
+
+
+def job_processes(job_id: str | None = None) -> list[int]:
+    """Live processes whose environment carries ``WORKER_JOB_ID`` (the engine sets it in
+    every job's), of any job or of ``job_id`` only."""
+    prefix = b"WORKER_JOB_ID="
+    found = []
+    for pid in pids():
+        environ = proc_environ(pid) or []
+        ids = [entry[len(prefix) :] for entry in environ if entry.startswith(prefix)]
+        if ids and (job_id is None or job_id.encode() in ids) and alive(pid):
+            found.append(pid)
+    return found
+
+
+# --- waiting ------------------------------------------------------------------------------------
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.01) -> bool:

@@ -14,7 +14,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from worker_plugins.certs import authority, store
+from worker_plugins.certs import authority
 from worker_plugins.certs.authority import CertificateError, Issued
 
 HANDSHAKE_TIMEOUT = 10.0
@@ -25,11 +25,6 @@ T = TypeVar("T", bound=x509.ExtensionType)
 
 def _ext(cert: x509.Certificate, kind: type[T]) -> x509.Extension[T]:
     return cert.extensions.get_extension_for_class(kind)
-
-
-@pytest.fixture(scope="module")
-def ca() -> Issued:
-    return authority.make_ca("test CA", days=30)
 
 
 def test_ca_can_sign_leaf_certificates_only(ca: Issued) -> None:
@@ -125,22 +120,8 @@ def test_zero_days_is_refused(ca: Issued) -> None:
 
 
 # -------------------------------------------------------------------------------------------
-# real TLS: the files as written by the store, loaded by OpenSSL through the ssl module
+# real TLS: the files as written by the store (the ``pki`` fixture), loaded by OpenSSL
 # -------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("pki")
-    ca = authority.make_ca("tls test CA", days=30)
-    store.write_identity(directory, "ca", ca, overwrite=False)
-    store.write_identity(directory, "server", authority.issue_server(ca), overwrite=False)
-    store.write_identity(directory, "alice", authority.issue_client(ca, "alice"), overwrite=False)
-    other = authority.make_ca("other CA", days=30)
-    store.write_identity(
-        directory, "mallory", authority.issue_client(other, "mallory"), overwrite=False
-    )
-    return directory
 
 
 def _handshake(pki: Path, client: str, host: str, family: socket.AddressFamily) -> str:

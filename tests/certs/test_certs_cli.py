@@ -35,14 +35,6 @@ def usages(cert: x509.Certificate) -> list[x509.ObjectIdentifier]:
     return list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
 
 
-@pytest.fixture
-def certs(tmp_path: Path) -> Path:
-    directory = tmp_path / "certs"
-    result = run("init", "--dir", str(directory), "--client", "alice", "--client", "bob")
-    assert result.exit_code == 0, result.output
-    return directory
-
-
 def test_init_writes_a_verifying_set(certs: Path) -> None:
     names = sorted(p.name for p in certs.iterdir())
     assert names == [

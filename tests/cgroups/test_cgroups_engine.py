@@ -10,32 +10,18 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cgroup_helpers import DAEMONIZE, cgroup_dirs_named, parent_scope
+from cgroup_helpers import DAEMONIZE
 from helpers import alive, wait_until
 
-from worker_core import Config, EndReason, InvalidSpec, IOLimit, JobSpec, JobState, Limits
+from worker_core import EndReason, InvalidSpec, IOLimit, JobSpec, JobState, Limits
 from worker_core._engine import Engine
 from worker_plugins.cgroups.plugin import CgroupsPlugin
 from worker_plugins.cgroups.v1 import V1Backend
 
 MIB = 1 << 20
-
-
-@pytest.fixture
-def parent() -> Iterator[str]:
-    yield from parent_scope()
-
-
-@pytest.fixture
-def engine(parent: str) -> Iterator[Engine]:
-    config = Config.from_mapping({"plugins": {"cgroups": {"parent": parent}}})
-    with Engine(plugins=["cgroups"], config=config) as e:
-        yield e
-    assert not cgroup_dirs_named(parent), "the parent outlived the engine"
 
 
 def plugin_of(engine: Engine) -> CgroupsPlugin:
@@ -103,14 +89,17 @@ def test_fork_bomb_is_contained_then_stopped(engine: Engine) -> None:
 
 
 def test_cpu_quarter_of_a_core(engine: Engine) -> None:
+    # A loop that would burn a whole core for `wall` seconds. The quota caps it at a quarter
+    # of a core; a busy host can only give it less, so the check is that ceiling (with room
+    # for one CFS period's burst and the interpreter's start), never a floor.
     wall = 3.0
     busy = f"import time\nt = time.monotonic()\nwhile time.monotonic() - t < {wall}: pass"
     job = engine.submit(python(busy, Limits(cpu=0.25)))
-    done = engine.wait(job.id, timeout=30)
+    done = engine.wait(job.id, timeout=60)
     assert done.end_reason is EndReason.EXITED, done.message
-    fraction = done.facts["cpu_seconds"] / wall
-    print(f"cpu=0.25: {done.facts['cpu_seconds']:.3f} cpu-s over {wall} s wall = {fraction:.3f}")
-    assert 0.15 <= fraction <= 0.4
+    cpu_seconds = done.facts["cpu_seconds"]
+    print(f"cpu=0.25: {cpu_seconds:.3f} cpu-s over {wall} s wall = {cpu_seconds / wall:.3f}")
+    assert 0 < cpu_seconds <= 0.4 * wall, "the job used more than its quarter of a core"
 
 
 def test_stop_reaches_a_daemonized_grandchild(engine: Engine) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cgroup_helpers import DAEMONIZE, Held, parent_scope, v1_mounts
+from cgroup_helpers import DAEMONIZE, Held, v1_mounts
 from helpers import alive, wait_until
 
 from worker_core import Config, InvalidSpec, IOLimit, Limits
@@ -22,11 +22,6 @@ from worker_plugins.cgroups.plugin import CgroupsPlugin
 from worker_plugins.cgroups.v1 import V1Backend
 
 MIB = 1 << 20
-
-
-@pytest.fixture
-def parent() -> Iterator[str]:
-    yield from parent_scope()
 
 
 @pytest.fixture

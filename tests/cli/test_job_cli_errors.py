@@ -31,13 +31,9 @@ class NoMallory:
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    """Overrides the area's plain server: this one refuses mallory (``env`` uses it too)."""
     with running_server(tmp_path_factory.mktemp("job-cli-errors"), plugins=[NoMallory()]) as h:
         yield h
-
-
-@pytest.fixture(scope="module")
-def env(harness: Harness) -> dict[str, str]:
-    return client_env(harness)
 
 
 def _closed_port() -> int:

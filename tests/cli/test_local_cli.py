@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from helpers import wait_dead
 
 WORKER = str(Path(sys.executable).with_name("worker"))
 
@@ -64,11 +64,8 @@ def test_ctrl_c_stops_the_job_and_exits_130() -> None:
         assert proc.stdout is not None
         job_pid = int(proc.stdout.readline())
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(15) == 130
-        deadline = time.monotonic() + 5
-        while os.path.exists(f"/proc/{job_pid}") and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not os.path.exists(f"/proc/{job_pid}"), "the job outlived worker run"
+        assert proc.wait(60) == 130
+        assert wait_dead(job_pid, 30), "the job outlived worker run"
     finally:
         proc.kill()
         proc.wait(5)

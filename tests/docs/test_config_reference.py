@@ -15,7 +15,18 @@ from worker_core._plugins import config_reference, config_sections
 from worker_core.cli import build_cli
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "CONFIGURATION.md"
-BUILTIN_SECTIONS = {"cgroups", "grpc", "memory", "rbac", "runas", "spool", "sqlite"}
+BUILTIN_SECTIONS = {
+    "cgroups",
+    "grpc",
+    "https",
+    "memory",
+    "metrics",
+    "rbac",
+    "runas",
+    "slurm",
+    "spool",
+    "sqlite",
+}
 
 
 def test_every_builtin_plugin_with_settings_declares_them() -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -60,22 +61,31 @@ def test_free_memory_goes_back_to_the_kernel_when_released() -> None:
 
 
 def test_background_releases_do_not_pile_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Many requests while a slow release runs make it run once more, not once each.
-    runs: list[float] = []
+    # Many requests while a release runs make it run once more, not once each. The first
+    # release is held until all the requests are in, however slowly they come.
+    runs: list[None] = []
+    started = threading.Event()
+    go_on = threading.Event()
 
-    def slow_release() -> bool:
-        runs.append(time.monotonic())
-        time.sleep(0.1)
+    def held_release() -> bool:
+        runs.append(None)
+        started.set()
+        go_on.wait(10)
         return True
 
-    monkeypatch.setattr(allocator, "release_free_memory", slow_release)
-    for _ in range(20):
+    monkeypatch.setattr(allocator, "release_free_memory", held_release)
+    try:
         allocator.release_free_memory_soon()
+        assert started.wait(10), "the background release did not start"
+        for _ in range(20):
+            allocator.release_free_memory_soon()
+    finally:
+        go_on.set()
     deadline = time.monotonic() + 10
     while allocator._releaser is not None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert allocator._releaser is None, "the background release did not finish"
-    assert 1 <= len(runs) <= 2
+    assert len(runs) == 2
 
 
 def test_held_free_memory_is_measured_and_released_past_a_limit() -> None:

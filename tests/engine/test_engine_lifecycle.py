@@ -5,9 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
 
-import pytest
 from helpers import (
     PY,
     Recorder,
@@ -20,17 +18,6 @@ from helpers import (
 )
 
 from worker_core import EndReason, Engine, Job, JobSpec, JobState
-
-
-@pytest.fixture
-def recorder() -> Recorder:
-    return Recorder()
-
-
-@pytest.fixture
-def engine(recorder: Recorder) -> Iterator[Engine]:
-    with running_engine([recorder]) as engine:
-        yield engine
 
 
 def test_a_job_that_runs_to_completion_goes_pending_running_ended(
@@ -64,7 +51,7 @@ def test_watch_yields_every_record_until_ended(engine: Engine) -> None:
     job = engine.submit(JobSpec("/bin/sleep", args=["0.2"]))
     watcher = engine.watch(job.id)
     seen: list[Job] = []
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while (record := watcher.next(timeout=max(0.0, deadline - time.monotonic()))) is not None:
         seen.append(record)
     assert seen and seen[-1].state is JobState.ENDED
@@ -80,11 +67,13 @@ def test_stop_of_a_job_ignoring_sigterm_escalates_to_sigkill_after_the_grace_per
     )
     read_lines(engine, job.id, 1)  # the trap is in place
     start = time.monotonic()
-    stopped = engine.stop(job.id, grace=0.5)
+    # The job would ignore SIGTERM forever: ended at all means SIGKILL followed.
+    stopped = engine.stop(job.id, grace=0.5, timeout=60)
     took = time.monotonic() - start
     assert stopped.end_reason is EndReason.STOPPED and stopped.signal == signal.SIGKILL
-    assert 0.45 <= took < 3.0, f"SIGKILL should follow the 0.5 s grace, took {took:.2f}s"
-    assert wait_dead(job.pid, 2)  # type: ignore[arg-type]
+    # Not before the grace ran out (a busy host can only make it later).
+    assert took >= 0.45, f"SIGKILL came {took:.2f}s after SIGTERM, before the 0.5 s grace"
+    assert wait_dead(job.pid, 30)  # type: ignore[arg-type]
 
 
 # A child that has called setsid (and said so through a pipe) before the job prints its pid.
@@ -116,7 +105,7 @@ def test_stop_kills_a_child_that_started_its_own_session(engine: Engine) -> None
         for t in stoppers:
             t.join(10)
         assert all(engine.get(job.id).end_reason is EndReason.STOPPED for job in jobs)
-        wait_until(lambda: not any(alive(child) for child in children), 1.0)
+        wait_until(lambda: not any(alive(child) for child in children), 30)
         survivors = [child for child in children if alive(child)]
         assert not survivors, f"setsid children survived the stop: {survivors}"
     finally:
@@ -153,32 +142,31 @@ def test_concurrent_stops_of_one_job_agree_on_one_final_record(engine: Engine) -
 
 
 def test_stop_with_force_kills_at_once_without_waiting_for_the_grace(engine: Engine) -> None:
-    job = engine.submit(JobSpec("/bin/sh", args=["-c", "trap '' TERM; echo ready; sleep 30"]))
+    job = engine.submit(JobSpec("/bin/sh", args=["-c", "trap '' TERM; echo ready; sleep 600"]))
     read_lines(engine, job.id, 1)
-    start = time.monotonic()
-    stopped = engine.stop(job.id, grace=30, force=True)
-    assert time.monotonic() - start < 2.0
+    # Ended within the stop's 60 s, with a 300 s grace: the grace was not waited for.
+    stopped = engine.stop(job.id, grace=300, force=True, timeout=60)
     assert stopped.end_reason is EndReason.STOPPED and stopped.signal == signal.SIGKILL
 
 
 def test_force_after_a_graceful_stop_cuts_the_grace_short(engine: Engine) -> None:
-    job = engine.submit(JobSpec("/bin/sh", args=["-c", "trap '' TERM; echo ready; sleep 30"]))
+    job = engine.submit(JobSpec("/bin/sh", args=["-c", "trap '' TERM; echo ready; sleep 600"]))
     read_lines(engine, job.id, 1)
-    first = engine.stop(job.id, grace=30, timeout=0.2)
+    first = engine.stop(job.id, grace=300, timeout=0.2)
     assert first.state is JobState.STOPPING, "still in its grace period"
-    start = time.monotonic()
-    stopped = engine.stop(job.id, force=True)
-    assert time.monotonic() - start < 2.0
+    # As above: ended within 60 s of a 300 s grace is the grace cut short.
+    stopped = engine.stop(job.id, force=True, timeout=60)
     assert stopped.signal == signal.SIGKILL and stopped.end_reason is EndReason.STOPPED
 
 
 def test_a_job_past_its_time_limit_is_stopped_as_timed_out(engine: Engine) -> None:
     start = time.monotonic()
-    job = engine.submit(JobSpec("/bin/sleep", args=["10"], timeout=0.5))
-    ended = engine.wait(job.id, timeout=5)
+    job = engine.submit(JobSpec("/bin/sleep", args=["600"], timeout=0.5))
+    ended = engine.wait(job.id, timeout=60)
     assert ended.end_reason is EndReason.TIMED_OUT
     assert ended.signal == signal.SIGTERM and "0.5s time limit" in ended.message
-    assert 0.45 <= time.monotonic() - start < 3.0
+    # Not before its limit (a busy host can only make it later).
+    assert time.monotonic() - start >= 0.45
 
 
 def test_a_job_that_ends_before_its_time_limit_is_not_timed_out(engine: Engine) -> None:
@@ -202,5 +190,5 @@ def test_close_stops_every_running_job_with_reason_shutdown_and_leaves_no_proces
     with running_engine(stop_grace=0.5) as engine:
         jobs = [engine.submit(JobSpec("/bin/sleep", args=["30"])) for _ in range(5)]
     pids = [j.pid for j in jobs]
-    assert all(wait_dead(pid, 2) for pid in pids)  # type: ignore[arg-type]
+    assert all(wait_dead(pid, 30) for pid in pids)  # type: ignore[arg-type]
     assert all(engine.get(j.id).end_reason is EndReason.SHUTDOWN for j in jobs)

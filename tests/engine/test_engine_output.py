@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ from helpers import (
     drain,
     joined,
     read_lines,
-    running_engine,
 )
 
 from worker_core.plugin import Chunk, EndReason, Engine, InvalidSpec, JobSpec, StartAt, Stream
@@ -41,12 +39,6 @@ def expected_lines(prefix: str, pad: str, n: int) -> list[bytes]:
     return [f"{prefix} {i:07d} {pad}\n".encode() for i in range(n)]
 
 
-@pytest.fixture
-def engine() -> Iterator[Engine]:
-    with running_engine() as engine:
-        yield engine
-
-
 def test_stdout_and_stderr_are_kept_apart_and_each_keeps_its_exact_order(
     engine: Engine,
 ) -> None:
@@ -68,9 +60,10 @@ def test_a_hundred_megabytes_arrive_complete_with_contiguous_offsets(engine: Eng
     follower = engine.follow(job.id)
     received = 0
     position = 0
-    deadline = time.monotonic() + 30
+    # A bound on ending at all (about a second on an idle machine), not on speed.
+    deadline = time.monotonic() + 120
     while (batch := follower.read(timeout=max(0.0, deadline - time.monotonic()))) is not None:
-        assert time.monotonic() < deadline, "100 MB took more than 30 s"
+        assert time.monotonic() < deadline, "the follower did not end within 120 s"
         for chunk in batch:
             assert chunk.stream is Stream.STDOUT
             assert chunk.offset == position
@@ -78,21 +71,17 @@ def test_a_hundred_megabytes_arrive_complete_with_contiguous_offsets(engine: Eng
             position = chunk.end
             received += len(chunk.data)
     assert received == total == position
-    ended = engine.wait(job.id, 5)
+    ended = engine.wait(job.id, 30)
     assert ended.end_reason is EndReason.EXITED and ended.exit_code == 0
 
 
 def test_many_followers_and_a_stalled_one_do_not_slow_the_job_and_all_get_identical_output(
     engine: Engine,
 ) -> None:
+    # Not how fast the job runs beside them (speed is for bench/), but that the stalled
+    # follower does not hold it back at all, and that everyone gets everything.
     n = 100_000  # about 8 MB over both streams: far more than a pipe holds
-    baseline_job = engine.submit(interleaved(n))
-    start = time.monotonic()
-    engine.wait(baseline_job.id, 20)
-    baseline = time.monotonic() - start
-
     job = engine.submit(interleaved(n))
-    start = time.monotonic()
     stalled = engine.follow(job.id)  # attached, never reads until the job has ended
     results: dict[str, list[Chunk]] = {}
     lock = threading.Lock()
@@ -123,15 +112,12 @@ def test_many_followers_and_a_stalled_one_do_not_slow_the_job_and_all_get_identi
     threads.append(threading.Thread(target=asyncio.run, args=(async_followers(),)))
     for t in threads:
         t.start()
-    ended = engine.wait(job.id, 30)
-    took = time.monotonic() - start
+    # The job ends while the stalled follower has read nothing of its ~8 MB.
+    ended = engine.wait(job.id, 60)
+    assert ended.is_finished and ended.exit_code == 0, "the stalled follower held the job back"
     for t in threads:
-        t.join(30)
+        t.join(60)
     assert not any(t.is_alive() for t in threads)
-    assert ended.exit_code == 0
-    assert took < max(3 * baseline, baseline + 2.0), (
-        f"with followers the job took {took:.2f}s, alone {baseline:.2f}s"
-    )
 
     want_out = b"".join(expected_lines("out", "o" * 40, n))
     want_err = b"".join(expected_lines("err", "e" * 20, n))

@@ -214,10 +214,10 @@ def test_a_stopped_queued_job_ends_without_ever_starting(seen: Concurrency) -> N
 
 
 def cpu_ticks(pid: int) -> int:
-    """User plus system clock ticks of ``pid`` (fields 14 and 15 of /proc/PID/stat)."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rfind(")") + 2 :].split()
-    return int(fields[11]) + int(fields[12])
+    """User plus system clock ticks of ``pid``."""
+    stat = proc_stat(pid)
+    assert stat is not None, f"process {pid} is gone"
+    return stat.cpu_ticks
 
 
 def test_pause_freezes_a_job_and_resume_lets_it_run_again_without_cgroups() -> None:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import PY, Recorder, read_lines, running_engine
+from helpers import PY, Recorder, proc_status, read_lines
 
 from worker_core import (
     EndReason,
@@ -27,17 +26,6 @@ from worker_core import (
     PluginError,
 )
 from worker_core._validation import DEFAULT_PATH
-
-
-@pytest.fixture
-def recorder() -> Recorder:
-    return Recorder()
-
-
-@pytest.fixture
-def engine(recorder: Recorder) -> Iterator[Engine]:
-    with running_engine([recorder]) as engine:
-        yield engine
 
 
 def launcher_children(engine: Engine) -> list[int]:
@@ -101,9 +89,9 @@ def test_a_spec_path_replaces_the_default_and_is_where_the_command_is_found(
 
 
 def signal_masks(pid: int) -> tuple[int, int]:
-    status = Path(f"/proc/{pid}/status").read_text()
-    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
-    return int(fields["SigBlk"], 16), int(fields["SigIgn"], 16)
+    status = proc_status(pid)
+    assert status is not None, f"job {pid} is gone"
+    return int(status["SigBlk"], 16), int(status["SigIgn"], 16)
 
 
 @pytest.mark.parametrize("cwd", ["/", "/tmp"], ids=["posix_spawn path", "fork path"])

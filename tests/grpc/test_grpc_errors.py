@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import grpc
 import pytest
 from grpc_harness import RPC_TIMEOUT, Harness, running_server, shell, spec
@@ -19,12 +17,6 @@ from worker_core._errors import (
 )
 from worker_plugins.grpc_transport import worker_pb2 as pb
 from worker_plugins.grpc_transport.errors import FIELD_METADATA_KEY, status_for
-
-
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    with running_server(tmp_path_factory.mktemp("pki")) as h:
-        yield h
 
 
 def _error(call: object) -> grpc.RpcError:

@@ -49,7 +49,8 @@ def test_a_job_outlasting_the_wait_is_returned_running(harness: Harness) -> None
     try:
         assert job.state == pb.JOB_STATE_RUNNING
         assert job.pid > 0
-        assert 0.25 <= waited < 10
+        # It did wait (a busy host only makes that longer); the call's deadline bounds it.
+        assert waited >= 0.25
     finally:
         harness.engine.stop(job.id, force=True, timeout=10)
 
@@ -64,9 +65,10 @@ def test_without_a_wait_the_answer_comes_at_start(harness: Harness) -> None:
 
 
 def test_a_failed_start_answers_at_once(harness: Harness) -> None:
-    started = time.monotonic()
+    # The wait (60 s) is longer than the call's deadline (RPC_TIMEOUT): a server that waited
+    # it out would fail the call with DEADLINE_EXCEEDED instead of answering.
+    assert RPC_TIMEOUT < 60
     job = _submit(harness, spec("/nonexistent/binary"), wait=60)
-    assert time.monotonic() - started < 10
     assert (job.state, job.end_reason) == (pb.JOB_STATE_ENDED, pb.END_REASON_FAILED_TO_START)
 
 

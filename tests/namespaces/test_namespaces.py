@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from reliability_harness import processes_with_job_id
+from helpers import job_processes
 
 from worker_core import Config, EndReason, Engine, InvalidSpec, Isolation, JobSpec, Stream
 
@@ -24,15 +22,6 @@ def run(engine: Engine, code: str, **spec: object) -> tuple[int | None, str, str
     out = engine.output(job.id).decode()
     err = engine.output(job.id, Stream.STDERR).decode()
     return ended.exit_code, out, err
-
-
-@pytest.fixture(scope="module")
-def listener() -> Iterator[int]:
-    """A listener on the host's loopback that a netns job must not reach."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        yield server.getsockname()[1]
 
 
 def test_netns_job_sees_only_loopback_and_cannot_reach_the_hosts(listener: int) -> None:
@@ -85,7 +74,7 @@ def test_pidns_children_die_with_the_job() -> None:
         assert ended.exit_code == 0
         assert engine.output(job.id) == b"started\n"
     # tests/conftest.py fails the run if the sleep (it carries WORKER_JOB_ID) survived.
-    assert processes_with_job_id(job.id) == [], "a child outlived PID 1"
+    assert job_processes(job.id) == [], "a child outlived PID 1"
 
 
 def test_a_pidns_job_ignoring_sigterm_is_killed_after_the_grace_period() -> None:
