@@ -171,6 +171,23 @@ class Launched:
 LISTENING = re.compile(r"listening on (?:\S+ \(\w+\), )*127\.0\.0\.1:(\d+) \(grpc\)")
 
 
+def _jobs_as_root(extra: Sequence[str]) -> list[str]:
+    """``extra`` with ``no:runas`` among the plugins unless the test names ``runas``.
+
+    serve runs jobs as nobody by default; most tests run this venv's python, which lives
+    under /root (0700) and which nobody cannot execute, and write to pytest's private temp
+    directories. Tests of the identity itself name ``runas`` and get serve's defaults.
+    """
+    args = list(extra)
+    if "--plugins" in args:
+        i = args.index("--plugins") + 1
+        names = args[i].split(",")
+        if "runas" not in names and "no:runas" not in names:
+            args[i] = ",".join([*names, "no:runas"])
+        return args
+    return [*args, "--plugins", "no:runas"]
+
+
 def spawn_serve(
     pki: TestPKI,
     *extra: str,
@@ -189,7 +206,7 @@ def spawn_serve(
     if grpc_flags:
         argv += ["--listen", "127.0.0.1:0", "--ca", str(pki.ca_path)]
         argv += ["--cert", str(pki.server_cert_path), "--key", str(pki.server_key_path)]
-    argv += extra
+    argv += _jobs_as_root(extra)
     if "--state-dir" not in extra:
         argv += ["--state-dir", str(pki.directory / "state")]
     # The server must set the cipher policy itself, as in production.

@@ -257,9 +257,8 @@ def test_bad_filters_are_invalid_argument_naming_the_field(
         ("Release", pb.ReleaseRequest(job_id="0" * 32)),
     ],
 )
-def test_scheduling_calls_are_unimplemented_not_internal(
+def test_scheduling_calls_on_an_unknown_job_are_not_found(
     harness: Harness, method: str, request_: object
 ) -> None:
     error = _error(lambda: getattr(harness.stub(), method)(request_, timeout=RPC_TIMEOUT))
-    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert method in error.details()
+    assert error.code() == grpc.StatusCode.NOT_FOUND

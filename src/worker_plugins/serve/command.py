@@ -37,7 +37,9 @@ if TYPE_CHECKING:
 #: transport, and durable state under the state directory (``sqlite`` job records, ``spool``
 #: output files). ``no:NAME`` turns one off. A default that is not installed is skipped, so
 #: serve runs while one is being written and in a build that leaves one out.
-SERVE_DEFAULT_PLUGINS: tuple[str, ...] = ("grpc", "sqlite", "spool")
+# runas: a server's jobs run as an unprivileged identity unless its configuration says
+# otherwise (root refused unless [plugins.runas] allow_root = true).
+SERVE_DEFAULT_PLUGINS: tuple[str, ...] = ("grpc", "sqlite", "spool", "runas")
 
 #: ``[engine] state_dir`` for serve when neither ``--state-dir`` nor the config file sets it.
 SERVE_STATE_DIR = "/var/lib/worker"
