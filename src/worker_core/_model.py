@@ -245,9 +245,13 @@ ACTIVE_STATES = frozenset({JobState.PENDING, JobState.RUNNING, JobState.PAUSED, 
 
 @attrs.frozen
 class Principal:
-    """An authenticated caller. Transports fill ``name`` from a verified source (the TLS CN)."""
+    """An authenticated caller. Transports fill ``name`` from a verified source (the TLS CN)
+    and, where the caller presented a certificate, its serial number (hex) and SHA-256
+    fingerprint (hex), so an authorization plugin can refuse a revoked certificate."""
 
     name: str
+    cert_serial: str | None = attrs.field(default=None, kw_only=True)
+    cert_sha256: str | None = attrs.field(default=None, kw_only=True)
 
 
 @attrs.frozen(hash=False)  # holds mappings: compares by value, not hashable (key by job.id)
