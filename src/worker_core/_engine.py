@@ -522,7 +522,9 @@ class Engine:
         sched.check_fits(spec)
         if spec.after:
             spec = attrs.evolve(spec, after=self._resolve_dependencies(spec, principal))
-        job = Job(id=uuid.uuid4().hex, owner=principal, spec=spec, idempotency_key=idempotency_key)
+        # The record names the owner; how it proved who it is (its certificate) is not kept.
+        owner = Principal(principal.name) if principal is not None else None
+        job = Job(id=uuid.uuid4().hex, owner=owner, spec=spec, idempotency_key=idempotency_key)
         if principal is not None and not self.hooks.authorize(principal, Action.SUBMIT, job):
             raise PermissionDenied(f"{principal.name!r} may not submit jobs")
         must_wait = spec.hold or bool(spec.after) or not self._begin_due(spec)
