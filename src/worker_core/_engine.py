@@ -173,16 +173,24 @@ class Engine:
                 self._pm.hook.signal_job.get_hookimpls() or self._pm.hook.post_exit.get_hookimpls()
             )
             self._timers = TimerQueue()
-            self._queue = Scheduler(self._settings, Host.detect(), self.hooks.admit)
+            # With an executor the cluster holds the resources: this host's size bounds nothing
+            # (the running caps still apply).
+            host = Host.detect() if self._executor is None else Host.unbounded()
+            self._queue = Scheduler(self._settings, host, self.hooks.admit)
             self._finalizer = ThreadPoolExecutor(
                 max_workers=4, thread_name_prefix="worker-finalizer"
             )
             self._pump = OutputPump(self._on_output_data, self._on_output_closed)
+            self._started = True
+        try:
             if self._executor is None:
-                self._launcher = self._start_launcher()
+                with self._lock:
+                    self._launcher = self._start_launcher()
             else:
                 self._executor.start(_ExecutorEvents(self))
-            self._started = True
+        except BaseException:
+            self.close()
+            raise
         try:
             self._recover()
             self.hooks.startup(self)

@@ -41,6 +41,11 @@ class Host:
     cpus: int
 
     @classmethod
+    def unbounded(cls) -> Host:
+        """No bound: the jobs run elsewhere (an executor's cluster decides)."""
+        return cls(memory_bytes=1 << 62, cpus=1 << 20)
+
+    @classmethod
     def detect(cls) -> Host:
         memory = 0
         try:

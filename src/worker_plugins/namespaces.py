@@ -21,6 +21,8 @@ from worker_core.plugin import Job, SpawnPlan, hookimpl
 
 
 class _NamespacePlugin:
+    #: It acts between fork and exec on this host: refused beside another executor.
+    local_only = True
     namespaces: frozenset[str] = frozenset()
     readonly_paths: tuple[str, ...] = ()
 

@@ -218,6 +218,8 @@ class RunAs:
     """Chooses each job's identity and what it may do with it (see the module's docs)."""
 
     config_class = RunAsConfig
+    #: It acts between fork and exec on this host: refused beside another executor.
+    local_only = True
 
     def __init__(self) -> None:
         self.config = RunAsConfig()

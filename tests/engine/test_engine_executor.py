@@ -172,3 +172,9 @@ def test_after_a_restart_a_job_the_executor_still_knows_is_followed_again(tmp_pa
     with Engine(["sqlite", third], config) as after:
         assert third.recovered == [], "an ended job is not recovered"
         assert after.get(job.id).end_reason is EndReason.EXITED
+
+
+@pytest.mark.parametrize("name", ["netns", "pidns", "mntns", "runas", "cgroups"])
+def test_each_built_in_plugin_that_confines_local_processes_says_so(name: str) -> None:
+    with pytest.raises(PluginError, match=f"plugin '{name}' acts on this host's processes"):
+        Engine([ThreadExecutor(), name]).start()

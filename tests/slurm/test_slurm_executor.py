@@ -7,11 +7,12 @@ from __future__ import annotations
 import re
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from helpers import drain, joined, wait_until
+from helpers import assert_contiguous, drain, joined, wait_until
 from slurm_harness import SlurmCluster
 from slurm_helpers import WAIT, EngineFactory, gate, sh
 
@@ -81,6 +82,22 @@ def test_a_follower_sees_output_as_the_job_writes_it(
     assert joined(replay, Stream.STDOUT) == b"one\ntwo\n"
     resumed = drain(engine.follow(job.id, start={Stream.STDOUT: 4, Stream.STDERR: 0}), WAIT)
     assert joined(resumed, Stream.STDOUT) == b"two\n"
+
+
+def test_output_larger_than_one_read_arrives_whole_and_in_order(
+    slurm_engine: EngineFactory,
+) -> None:
+    engine = slurm_engine()
+    size = 5_000_000  # several of the follower's 1 MiB reads
+    job = engine.submit(sh(f"seq 1 1000000 | head -c {size}; seq 1 1000 >&2"))
+    chunks = drain(engine.follow(job.id), WAIT)
+    assert assert_contiguous(chunks, Stream.STDOUT) == size
+    expected = subprocess.run(
+        ["sh", "-c", f"seq 1 1000000 | head -c {size}"], capture_output=True, check=True
+    ).stdout
+    assert joined(chunks, Stream.STDOUT) == expected
+    assert joined(chunks, Stream.STDERR) == "".join(f"{i}\n" for i in range(1, 1001)).encode()
+    assert engine.get(job.id).facts["output_bytes"] == size + 3893
 
 
 def test_the_job_gets_exactly_the_specs_environment_working_directory_and_name(
@@ -363,6 +380,10 @@ def test_an_unreachable_cluster_or_a_missing_output_dir_stops_the_start(
             Engine(["slurm"], config).start()
     finally:
         silent.close()
+    with pytest.raises(
+        PluginError, match=r"scontrol: not found in /nonexistent \(\[plugins.slurm\] bin_dir\)"
+    ):
+        Engine(["slurm"], slurm_config(slurm_cluster, tmp_path, bin_dir="/nonexistent")).start()
     with pytest.raises(ConfigError, match="output_dir: required without a state directory"):
         Engine(["slurm"], slurm_config(slurm_cluster, tmp_path, output_dir=None))
     with pytest.raises(ConfigError, match="poll_interval"):

@@ -90,6 +90,9 @@ class CgroupsPlugin:
     Thread-safe: the engine calls hooks from several threads.
     """
 
+    #: It confines this host's processes: refused beside another executor.
+    local_only = True
+
     config_class = CgroupsConfig
 
     def __init__(self, config: CgroupsConfig | None = None) -> None:
