@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import re
 import subprocess
@@ -107,7 +108,7 @@ class HttpsServer:
 
     @property
     def stderr(self) -> str:
-        return self.launched.stderr
+        return str(self.launched.stderr)
 
     def cert(self, cn: str, identity: Identity | None = None) -> tuple[Path, Path]:
         """``cn``'s certificate and key files (a fresh clientAuth certificate by default)."""
@@ -375,8 +376,9 @@ class CurlStream:
         self._reader.start()
 
     def _read(self) -> None:
-        assert self.process.stdout is not None
-        while data := self.process.stdout.read1(1 << 16):
+        stdout = self.process.stdout
+        assert isinstance(stdout, io.BufferedReader)
+        while data := stdout.read1(1 << 16):
             with self._lock:
                 self._parts.append(data)
 

@@ -9,7 +9,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from https_harness import HttpsServer, https_serve, spawn_https, stop_serve
+from https_harness import (
+    HttpsServer,
+    curl_stream,
+    https_serve,
+    parse_events,
+    shell,
+    spawn_https,
+    stop_serve,
+)
 
 from worker_plugins.https.app import make_app
 from worker_plugins.https.config import HttpsConfig
@@ -25,11 +33,11 @@ def _fails(directory: Path, **https: object) -> str:
         assert launched.process.wait(EXIT_TIMEOUT) == 1, launched.stderr
     finally:
         stop_serve(launched)
-    return launched.stderr
+    return str(launched.stderr)
 
 
 def test_configuration_mistakes_are_one_line(tmp_path: Path) -> None:
-    cases = {
+    cases: dict[str, tuple[dict[str, object], str]] = {
         "min_tls": ({"min_tls": "1.1"}, "min_tls must be one of 1.3, 1.2, got '1.1'"),
         "listen": ({"listen": "nowhere"}, "plugins.https.listen"),
         "cap": ({"max_body_bytes": 0}, "max_body_bytes must be >= 1"),
@@ -152,3 +160,28 @@ def test_api_calls_are_counted_by_the_metrics_plugin(tmp_path: Path) -> None:
     )
     # Labels come from the route table: an unknown path is not a series.
     assert "nothing" not in text
+
+
+def test_sigterm_ends_open_streams_cleanly(tmp_path: Path) -> None:
+    """On SIGTERM serve stops every job first: a follower reads the job's last output and
+    its stream ends normally (curl exits 0), then the transport stops and serve exits 0."""
+    with https_serve(tmp_path) as server:
+        job = server.submit("alice", shell("i=0; while :; do echo $i; i=$((i+1)); sleep 0.1; done"))
+        with (
+            curl_stream(server, "alice", f"/v1/jobs/{job['id']}/output?follow=true") as raw,
+            curl_stream(
+                server,
+                "alice",
+                f"/v1/jobs/{job['id']}/events",
+                headers=["Accept: text/event-stream"],
+            ) as events,
+        ):
+            raw.wait_for(lambda got: b"\n3\n" in got)
+            server.launched.process.terminate()
+            numbers = [int(n) for n in raw.finish().split()]
+            assert numbers == list(range(len(numbers)))
+            last = parse_events(events.finish().decode())
+        assert server.launched.process.wait(EXIT_TIMEOUT) == 0
+    assert last[-1]["event"] == "end"
+    final = [e for e in last if e["event"] == "job"][-1]
+    assert '"END_REASON_SHUTDOWN"' in final["data"]
