@@ -250,8 +250,9 @@ class Principal:
     fingerprint (hex), so an authorization plugin can refuse a revoked certificate."""
 
     name: str
-    cert_serial: str | None = attrs.field(default=None, kw_only=True)
-    cert_sha256: str | None = attrs.field(default=None, kw_only=True)
+    # Not part of equality: a principal is who it is, whichever of its certificates it used.
+    cert_serial: str | None = attrs.field(default=None, kw_only=True, eq=False)
+    cert_sha256: str | None = attrs.field(default=None, kw_only=True, eq=False)
 
 
 @attrs.frozen(hash=False)  # holds mappings: compares by value, not hashable (key by job.id)

@@ -44,6 +44,7 @@ from ._jobstore import (
     StoredJob,
     StoreUnavailable,
 )
+from ._logs import JsonLinesFormatter, json_lines_logging
 from ._model import (
     ACTIVE_STATES,
     WAITING_STATES,
@@ -133,6 +134,7 @@ __all__ = [
     "JobSpec",
     "JobState",
     "JobStore",
+    "JsonLinesFormatter",
     "LaunchFailed",
     "Launched",
     "Limits",
@@ -159,6 +161,7 @@ __all__ = [
     "installed_plugins",
     "job_from_dict",
     "job_to_dict",
+    "json_lines_logging",
     "make_converter",
     "parse_plugin_names",
     "plugin_hooks",

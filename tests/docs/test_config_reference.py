@@ -11,7 +11,7 @@ import attrs
 from click.testing import CliRunner
 
 from worker_core._config import Config, EngineSettings
-from worker_core._plugins import config_reference, config_sections
+from worker_core._plugins import DISTRIBUTION, config_reference, config_sections
 from worker_core.cli import build_cli
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "CONFIGURATION.md"
@@ -30,14 +30,14 @@ BUILTIN_SECTIONS = {
 
 
 def test_every_builtin_plugin_with_settings_declares_them() -> None:
-    declared = {name for name, _, info in config_sections() if info.distribution == "worker"}
+    declared = {name for name, _, info in config_sections() if info.distribution == DISTRIBUTION}
     assert declared == BUILTIN_SECTIONS
 
 
 def test_the_doc_matches_the_code() -> None:
     block = re.search(r"```toml\n(.*?)```", DOC.read_text(), flags=re.S)
     assert block, "docs/CONFIGURATION.md has no toml block"
-    assert block.group(1) == config_reference("worker"), (
+    assert block.group(1) == config_reference(DISTRIBUTION), (
         "regenerate docs/CONFIGURATION.md (see its text)"
     )
 
@@ -45,7 +45,7 @@ def test_the_doc_matches_the_code() -> None:
 def test_the_reference_lists_every_key_with_its_default_and_is_valid_config(
     tmp_path: Path,
 ) -> None:
-    reference = config_reference("worker")
+    reference = config_reference(DISTRIBUTION)
     for name, cls, _ in config_sections():
         for field in attrs.fields(cls):
             assert re.search(rf"^#? ?{field.name} =", config_reference(), flags=re.M), (

@@ -81,7 +81,7 @@ def test_misspelt_table(tmp_path: Path) -> None:
     text = '[roles.viewer]\npermissions = ["read:all"]\n[user]\nvera = ["viewer"]\n'
     assert error_for(tmp_path, text).splitlines() == [
         "policy.toml: users: required key missing",
-        "policy.toml:3: user: unknown key 'user' (expected: roles, users)",
+        "policy.toml:3: user: unknown key 'user' (expected: roles, users, revoked)",
     ]
 
 

@@ -12,11 +12,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from cryptography import x509
 
 from worker_core.plugin import hookimpl
 
 from . import authority, store
 from .authority import CertificateError, Issued
+from .details import describe, load_certificates
+from .expiry import now_utc
 from .store import StoreError
 
 EXIT_ERROR = 1
@@ -79,6 +82,7 @@ def certs_group() -> None:
       worker certs init --client admin --client alice
       worker certs client bob
       worker certs server --host worker.example.com --host 10.0.0.5
+      worker certs show certs/server.pem
 
     A client certificate's Common Name is the caller's identity on the server: give it
     roles in the rbac policy. Private keys are written with mode 0600.
@@ -190,6 +194,49 @@ def client_command(directory: Path, days: int, force: bool, names: tuple[str, ..
                 client,
                 f"client certificate for {name!r}",
             )
+
+
+@certs_group.command("show", short_help="Print certificates' names, serials and expiry.")
+@_dir_option
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+def show_command(directory: Path, files: tuple[Path, ...]) -> None:
+    """Print each certificate in FILE...: subject, issuer, serial, SHA-256 fingerprint,
+    usage, names, validity and days left. Without FILE, every .pem file in --dir.
+
+    The serial and the fingerprint are printed as an rbac policy's [revoked] section takes
+    them (`serials = [...]`, `sha256 = [...]`).
+    """
+    with _one_line_errors():
+        paths = list(files) or sorted(directory.glob("*.pem"))
+        if not paths:
+            raise StoreError(f"no .pem file in {directory} (name the files to show)")
+        # Everything is read and parsed first: a bad file is one line, with nothing printed.
+        loaded = [(path, _read_certificates(path)) for path in paths]
+        now = now_utc()
+        blocks = []
+        for path, certificates in loaded:
+            for index, cert in enumerate(certificates):
+                title = f"{path}" if len(certificates) == 1 else f"{path} [{index + 1}]"
+                fields = describe(cert, now)
+                width = max(len(name) for name, _ in fields) + 1
+                lines = [f"{title}:"] + [
+                    f"  {name + ':':<{width}} {value}" for name, value in fields
+                ]
+                blocks.append("\n".join(lines))
+        click.echo("\n\n".join(blocks))
+
+
+def _read_certificates(path: Path) -> list[x509.Certificate]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise StoreError(f"{path} does not exist") from None
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return load_certificates(data)
+    except ValueError:
+        raise StoreError(f"{path} holds no PEM certificate") from None
 
 
 @hookimpl

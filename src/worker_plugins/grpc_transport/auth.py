@@ -1,4 +1,5 @@
-"""Who is calling: the Common Name of the peer's verified client certificate.
+"""Who is calling: the Common Name of the peer's verified client certificate, with that
+certificate's serial number and SHA-256 fingerprint (so a revoked one can be refused).
 
 Identity comes from the TLS auth context the gRPC core fills after the handshake (the chain
 was verified against the configured CA there), never from request metadata, which the client
@@ -16,6 +17,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from worker_core.plugin import Principal
+from worker_plugins.certs.fingerprint import serial_hex, sha256_hex
 
 PEM_CERT_KEY = "x509_pem_cert"
 
@@ -48,7 +50,9 @@ def _principal_from_pem(pem: bytes) -> Principal:
         cn = cn.decode("utf-8", "replace")
     if not cn or "\0" in cn:
         raise Unauthenticated("the client certificate's Common Name is empty or malformed")
-    return Principal(cn)
+    # The serial and fingerprint let an authorization plugin refuse a revoked certificate
+    # (rbac's [revoked]); spelt as worker_plugins.certs.fingerprint spells them everywhere.
+    return Principal(cn, cert_serial=serial_hex(cert), cert_sha256=sha256_hex(cert))
 
 
 def peer_principal(auth_context: Mapping[str, Iterable[bytes]]) -> Principal:

@@ -1,4 +1,5 @@
-"""The one wrapper around every RPC: identity, the per-client stream cap, and error mapping.
+"""The one wrapper around every RPC: identity, the per-client stream cap, error mapping, and
+the record of each call (a log line, a latency sample, each denial: see :mod:`.call_log`).
 
 It is a server interceptor, so it wraps every method the server registers, including one
 added to the proto later whose author forgot about authentication: a handler never runs
@@ -8,6 +9,7 @@ authorization itself is the engine's (``authorize`` hooks), given the principal 
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 from collections import Counter
@@ -20,6 +22,7 @@ from grpc import aio
 from worker_core.plugin import InvalidSpec, Principal
 
 from .auth import Unauthenticated, peer_principal
+from .call_log import CallLog
 from .errors import FIELD_METADATA_KEY, INTERNAL_MESSAGE, status_for
 
 log = logging.getLogger("worker.grpc")
@@ -122,17 +125,21 @@ class Guard(aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped her
 
     # -----------------------------------------------------------------------------------------
 
-    async def _authenticate(self, context: aio.ServicerContext) -> Principal:
+    async def _authenticate(self, context: aio.ServicerContext, call: CallLog) -> Principal:
         try:
             principal = peer_principal(context.auth_context())
         except Unauthenticated as exc:
             log.info("refused a call from %s: %s", _peer(context), exc)
             await _abort(context, grpc.StatusCode.UNAUTHENTICATED, str(exc))
         _principal.set(principal)
+        call.principal = principal.name
         return principal
 
-    async def _fail(self, context: aio.ServicerContext, exc: Exception, method: str) -> NoReturn:
+    async def _fail(
+        self, context: aio.ServicerContext, exc: Exception, method: str, call: CallLog
+    ) -> NoReturn:
         """Abort the call with the status for ``exc``."""
+        call.failed(exc)
         mapped = status_for(exc)
         if mapped is None:
             log.error("unexpected error in %s from %s", method, _peer(context), exc_info=exc)
@@ -145,14 +152,29 @@ class Guard(aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped her
         self, behavior: Callable[..., Awaitable[Any]], method: str
     ) -> Callable[..., Awaitable[Any]]:
         async def guarded(request: Any, context: aio.ServicerContext) -> Any:
-            await self._authenticate(context)
-            await _refuse_undecodable(request, context)
+            call = CallLog(method)
+            code = grpc.StatusCode.UNKNOWN
             try:
-                return await behavior(request, context)
+                await self._authenticate(context, call)
+                call.request(request)
+                await _refuse_undecodable(request, context)
+                try:
+                    response = await behavior(request, context)
+                except aio.AbortError:
+                    raise  # the handler chose its status already
+                except Exception as exc:
+                    await self._fail(context, exc, method, call)
+                call.response(response)
+                code = grpc.StatusCode.OK
+                return response
             except aio.AbortError:
-                raise  # the handler chose its status already
-            except Exception as exc:
-                await self._fail(context, exc, method)
+                code = _aborted_code(context)
+                raise
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED  # the client went away or gave up
+                raise
+            finally:
+                call.finish(code)
 
         return guarded
 
@@ -160,27 +182,45 @@ class Guard(aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped her
         self, behavior: Callable[..., AsyncIterator[Any]], method: str
     ) -> Callable[..., Any]:
         async def guarded(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-            principal = await self._authenticate(context)
-            await _refuse_undecodable(request, context)
-            name = principal.name
-            if self._streams[name] >= self._max_streams:
-                await _abort(
-                    context,
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"{name!r} already holds {self._max_streams} open streams (the limit)",
-                )
-            self._streams[name] += 1
+            call = CallLog(method)
+            code = grpc.StatusCode.UNKNOWN
             try:
-                async for response in behavior(request, context):
-                    yield response
+                principal = await self._authenticate(context, call)
+                call.request(request)
+                await _refuse_undecodable(request, context)
+                name = principal.name
+                if self._streams[name] >= self._max_streams:
+                    await _abort(
+                        context,
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"{name!r} already holds {self._max_streams} open streams (the limit)",
+                    )
+                self._streams[name] += 1
+                try:
+                    first = True
+                    async for response in behavior(request, context):
+                        if first:  # Watch's first Job names the job in full
+                            call.response(response)
+                            first = False
+                        yield response
+                except aio.AbortError:
+                    raise
+                except Exception as exc:
+                    await self._fail(context, exc, method, call)
+                finally:
+                    self._streams[name] -= 1
+                    if self._streams[name] <= 0:
+                        del self._streams[name]
+                code = grpc.StatusCode.OK
             except aio.AbortError:
+                code = _aborted_code(context)
                 raise
-            except Exception as exc:
-                await self._fail(context, exc, method)
+            except (asyncio.CancelledError, GeneratorExit):
+                # The client cancelled the stream or went away (a follower's Ctrl-C).
+                code = grpc.StatusCode.CANCELLED
+                raise
             finally:
-                self._streams[name] -= 1
-                if self._streams[name] <= 0:
-                    del self._streams[name]
+                call.finish(code)
 
         return guarded
 
@@ -211,6 +251,15 @@ async def _abort(
     safe = tuple((key, _metadata_value(value)) for key, value in metadata)
     await context.abort(code, _shorten(message, MAX_MESSAGE_CHARS), trailing_metadata=safe)
     raise AssertionError("ServicerContext.abort returned")
+
+
+def _aborted_code(context: aio.ServicerContext) -> grpc.StatusCode:
+    """The status an aborted call ends with (the one given to ``abort``)."""
+    try:
+        code = context.code()
+    except Exception:  # not every grpcio version keeps it readable
+        return grpc.StatusCode.UNKNOWN
+    return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
 
 
 def _peer(context: aio.ServicerContext) -> str:

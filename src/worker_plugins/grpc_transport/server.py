@@ -3,6 +3,9 @@
 asyncio rather than a thread pool, so thousands of idle followers cost a coroutine each, not
 a thread each. :class:`GrpcListener` runs on the caller's loop (``worker serve`` shares one
 loop among its transports); :class:`GrpcServer` gives it a loop thread of its own.
+
+:meth:`GrpcListener.reload` (``worker serve`` calls it on SIGHUP) reads the TLS files again;
+new connections get the new certificate, key and CA, open ones and their calls go on.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +22,7 @@ import grpc
 from grpc import aio
 
 from worker_core.plugin import ConfigError
+from worker_plugins.certs.expiry import now_utc
 
 from . import worker_pb2_grpc as pb_grpc
 from .address import bind_failure, format_address, parse_listen
@@ -26,10 +31,19 @@ from .config import GrpcConfig
 from .core_log import quiet_client_departures
 from .guard import Guard
 from .servicer import WorkerServicer
-from .tls import TlsFiles, TlsMaterial, load_material, server_credentials
+from .tls import (
+    TlsFiles,
+    TlsMaterial,
+    certificate_configuration,
+    check_current,
+    load_material,
+    server_credentials,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
+
+    from cryptography import x509
 
     from worker_core.plugin import Engine
 
@@ -114,6 +128,10 @@ class GrpcListener:
         self._server: aio.Server | None = None
         #: The port bound by :meth:`start` (the configured one, or the one picked for 0).
         self.port: int | None = None
+        # A reloaded configuration gRPC has not picked up yet: set by reload (a worker
+        # thread), taken by _fetch_configuration (gRPC's, before a handshake).
+        self._pending: grpc.ServerCertificateConfiguration | None = None
+        self._pending_lock = threading.Lock()
 
     async def start(self, engine: Engine) -> list[str]:
         """Listen on ``[plugins.grpc] listen`` and serve ``engine``; the address bound.
@@ -129,7 +147,8 @@ class GrpcListener:
         add_worker_service(WorkerServicer(engine, self._config.tail_message_bytes), server)
         target = format_address(host, port)
         try:
-            bound = server.add_secure_port(target, server_credentials(self._tls))
+            credentials = server_credentials(self._tls, self._fetch_configuration)
+            bound = server.add_secure_port(target, credentials)
         except RuntimeError:  # grpcio raises on a failed bind (older versions return 0)
             bound = 0
         if not bound:
@@ -145,6 +164,38 @@ class GrpcListener:
         server, self._server = self._server, None
         if server is not None:
             await server.stop(grace)
+
+    # --- reloading the TLS files ---------------------------------------------------------------
+
+    def reload(self) -> str:
+        """Read the CA, certificate and key files again; new connections get them.
+
+        Blocking (file reads): call it off the event loop. Raises :class:`ConfigError` for
+        files that do not load, a key that does not match the certificate, or a certificate
+        not valid now; the files in force then stay in force. Returns what is now served.
+        """
+        files = self._tls.files
+        if files is None:
+            raise ConfigError("the TLS material was not read from files: nothing to reload")
+        material = load_material(files)
+        check_current(material, now_utc())
+        configuration = certificate_configuration(material)
+        with self._pending_lock:
+            self._pending = configuration
+            self._tls = material
+        return material.describe()
+
+    def _fetch_configuration(self) -> grpc.ServerCertificateConfiguration | None:
+        # gRPC calls this before every new connection's handshake: a new configuration once
+        # after a reload, None (keep the current one) otherwise.
+        with self._pending_lock:
+            configuration, self._pending = self._pending, None
+        return configuration
+
+    def certificates(self) -> Sequence[tuple[str, x509.Certificate]]:
+        """The certificates served and trusted now, named, for ``worker serve``'s expiry
+        warnings."""
+        return self._tls.certificates()
 
 
 class GrpcServer:
@@ -192,6 +243,12 @@ class GrpcServer:
         assert self._listener.port is not None
         self.port = self._listener.port
         return self.port
+
+    def reload(self) -> str:
+        """:meth:`GrpcListener.reload` of the started server."""
+        if self._listener is None:
+            raise RuntimeError("the server is not started")
+        return self._listener.reload()
 
     def stop(self, grace: float | None = 1.0) -> None:
         """Stop accepting calls, give running calls ``grace`` seconds, then cancel them."""

@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from worker_core.plugin import Principal
+from worker_plugins.certs.fingerprint import serial_hex, sha256_hex
 
 
 class Unauthenticated(Exception):
@@ -45,7 +46,8 @@ def principal_from_der(der: bytes) -> Principal:
         cn = cn.decode("utf-8", "replace")
     if not cn or "\0" in cn:
         raise Unauthenticated("the client certificate's Common Name is empty or malformed")
-    return Principal(cn)
+    # Serial and fingerprint let the policy refuse a revoked certificate (rbac [revoked]).
+    return Principal(cn, cert_serial=serial_hex(cert), cert_sha256=sha256_hex(cert))
 
 
 def peer_principal(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> Principal:

@@ -9,11 +9,20 @@ A policy file is TOML::
     alice = ["operator"]
     "carol@example.com" = ["operator", "viewer"]
 
+    [revoked]                       # optional: client certificates refused on every call
+    serials = ["4162aa1794b51fb8bce6764f6b164ffc2923460d"]
+    sha256 = ["76:4A:8C:...:F1:A0"]  # 64 hex digits, colons optional, any case
+
 The permissions are ``submit``, ``stop:own``, ``stop:all``, ``read:own``, ``read:all``,
 ``purge:own`` and ``purge:all`` (``read`` covers getting a job's status, listing jobs and
 following their output; ``purge`` removes a finished job's record and output for good, and
 needs ``read`` of the job too). "own" means jobs the principal submitted. A name not under
 ``[users]`` has no permission at all.
+
+``[revoked]`` lists client certificates by serial number or SHA-256 fingerprint (as
+``worker certs show`` prints them; ``openssl x509 -serial -fingerprint -sha256`` spells them
+with capitals and colons, which is accepted too). A revoked certificate may do nothing,
+whatever its Common Name's roles: another certificate with the same name still works.
 
 Loading is pure (no engine, no plugin state) and strict: an unknown key, an unknown
 permission, a user given a role that is not defined, a wrong type — each is reported with the
@@ -28,7 +37,7 @@ import enum
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NewType
 
 import attrs
 import cattrs
@@ -41,6 +50,7 @@ from worker_core.plugin import (
     make_converter,
     toml_problems,
 )
+from worker_plugins.certs.fingerprint import normalize_serial, normalize_sha256
 
 
 class Permission(enum.Enum):
@@ -65,12 +75,28 @@ class Role:
     permissions: tuple[Permission, ...]
 
 
+#: A certificate serial number and a SHA-256 fingerprint, in the canonical spelling of
+#: :mod:`worker_plugins.certs.fingerprint` once structured (the file may spell them otherwise).
+Serial = NewType("Serial", str)
+Sha256 = NewType("Sha256", str)
+
+
+@attrs.frozen
+class Revoked:
+    """``[revoked]``: client certificates refused whatever their Common Name may do."""
+
+    serials: tuple[Serial, ...] = ()
+    sha256: tuple[Sha256, ...] = ()
+
+
 @attrs.frozen
 class PolicyFile:
-    """The file as written: roles by name, and each user's (Common Name's) role names."""
+    """The file as written: roles by name, each user's (Common Name's) role names, and the
+    revoked certificates."""
 
     roles: dict[str, Role]
     users: dict[str, tuple[str, ...]]
+    revoked: Revoked = Revoked()
 
 
 @attrs.frozen
@@ -78,10 +104,27 @@ class Policy:
     """The validated policy, resolved for fast checks: each user's permissions, roles unfolded."""
 
     grants: Mapping[str, frozenset[Permission]] = attrs.field(factory=dict)
+    revoked_serials: frozenset[str] = frozenset()
+    revoked_sha256: frozenset[str] = frozenset()
 
     def permissions(self, principal: Principal) -> frozenset[Permission]:
         """What ``principal`` may do; nothing for a name the policy does not list."""
         return self.grants.get(principal.name, frozenset())
+
+    def is_revoked(self, principal: Principal) -> bool:
+        """Whether ``principal`` authenticated with a certificate the policy revokes."""
+        return (
+            principal.cert_serial is not None and principal.cert_serial in self.revoked_serials
+        ) or (principal.cert_sha256 is not None and principal.cert_sha256 in self.revoked_sha256)
+
+    def describe(self) -> str:
+        """A summary for the log: ``3 users, 1 revoked certificate``."""
+        users = len(self.grants)
+        revoked = len(self.revoked_serials) + len(self.revoked_sha256)
+        return (
+            f"{users} user{'s' if users != 1 else ''}, "
+            f"{revoked} revoked certificate{'s' if revoked != 1 else ''}"
+        )
 
 
 # -------------------------------------------------------------------------------------------
@@ -118,12 +161,28 @@ def _list_only(converter: cattrs.Converter, kind: Any, example: str) -> None:
     converter.register_structure_hook_func(lambda t: t == kind, structure)
 
 
+def _structure_serial(value: Any, _: type[Any]) -> Serial:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string of hex digits, got {type(value).__name__} {value!r}")
+    return Serial(normalize_serial(value))
+
+
+def _structure_sha256(value: Any, _: type[Any]) -> Sha256:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string of hex digits, got {type(value).__name__} {value!r}")
+    return Sha256(normalize_sha256(value))
+
+
 def _converter() -> cattrs.Converter:
     # The project's converter: unknown keys are errors and scalars are not coerced.
     converter = make_converter()
     converter.register_structure_hook(Permission, _structure_permission)
+    converter.register_structure_hook(Serial, _structure_serial)
+    converter.register_structure_hook(Sha256, _structure_sha256)
     _list_only(converter, tuple[Permission, ...], '["submit", "read:own"]')
     _list_only(converter, tuple[str, ...], '["operator"]')
+    _list_only(converter, tuple[Serial, ...], '["4162aa1794b51fb8"]')
+    _list_only(converter, tuple[Sha256, ...], '["76:4A:8C:..."]')
     return converter
 
 
@@ -146,7 +205,9 @@ def resolve(policy: PolicyFile) -> Policy:
                 permission for role in roles for permission in policy.roles[role].permissions
             )
             for user, roles in policy.users.items()
-        }
+        },
+        revoked_serials=frozenset(policy.revoked.serials),
+        revoked_sha256=frozenset(policy.revoked.sha256),
     )
 
 

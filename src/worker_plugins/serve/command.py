@@ -7,6 +7,7 @@ gRPC transport (on by default) is one plugin among others and a third party can 
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 from collections.abc import Mapping
@@ -27,6 +28,8 @@ from worker_core.plugin import (
     tune_allocator_for_streaming,
 )
 
+from .job_log import JobLog
+from .report import say
 from .running import serve
 from .transport import Transport, checked_transports
 
@@ -50,7 +53,7 @@ _PATH_FLAGS = frozenset({"ca", "cert", "key"})
 
 
 def _fail(message: str) -> NoReturn:
-    click.echo(f"worker serve: error: {message}", err=True)
+    say(f"error: {message}", logging.ERROR)
     sys.exit(1)
 
 
@@ -224,7 +227,8 @@ def _build(names: list[str], config: Config) -> tuple[Engine, list[Transport]]:
     from worker_core.plugin import Engine
 
     try:
-        engine = Engine(names, config)
+        # Beside the plugins, serve's own observer: a log line per job event (worker.jobs).
+        engine = Engine([*names, JobLog()], config)
     except WorkerError as exc:
         _fail(str(exc))
     try:

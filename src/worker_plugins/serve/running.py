@@ -1,4 +1,5 @@
-"""The running server: every transport on one asyncio event loop until SIGTERM or SIGINT.
+"""The running server: every transport on one asyncio event loop until SIGTERM or SIGINT;
+SIGHUP reloads certificates and policy (see :mod:`.reload`).
 
 One loop on the main thread, shared by every transport (``grpc.aio`` today; an aiohttp
 server can join it), so a transport is a coroutine or two, not a thread of its own. The
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 from worker_core.plugin import WorkerError, release_if_free_above
 
 from .notify import notify
+from .reload import Reloader, reloadables, warn_expiring, watch_expiry
 from .report import report_started, say
 
 if TYPE_CHECKING:
@@ -41,7 +43,8 @@ FREE_MEMORY_KEPT = 256 << 20
 
 def serve(engine: Engine, transports: Sequence[Transport], grace: float | None) -> None:
     """Start every transport on ``engine`` (started), serve until SIGTERM or SIGINT, then stop
-    every job (SIGTERM, ``grace``, SIGKILL) and after that every transport.
+    every job (SIGTERM, ``grace``, SIGKILL) and after that every transport. Meanwhile SIGHUP
+    reloads what can be reloaded (:mod:`.reload`) and expiring certificates are warned about.
 
     Raises :class:`WorkerError` if a transport cannot start; whatever had started is
     stopped and every job ended first (there are none yet).
@@ -54,23 +57,30 @@ async def _serve(engine: Engine, transports: Sequence[Transport], grace: float |
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    reloader = Reloader()
+    loop.add_signal_handler(signal.SIGHUP, reloader.request)
     started: list[Transport] = []
-    housekeeping: asyncio.Task[None] | None = None
+    background: list[asyncio.Task[None]] = []
     try:
         addresses: list[tuple[str, str]] = []
         for transport in transports:
             bound = await _start(transport, engine)
             started.append(transport)
             addresses.extend((transport.name, address) for address in bound)
+        reloader.arm(reloadables(engine, started))
         line = report_started(engine, addresses)
+        warn_expiring(started, printed=True)
         notify(READY="1", STATUS=line)
-        housekeeping = asyncio.create_task(_housekeeping())
+        background.append(asyncio.create_task(_housekeeping()))
+        background.append(asyncio.create_task(watch_expiry(started)))
         await stopping.wait()
         notify(STOPPING="1", STATUS="stopping every job")
         say("stopping every job...")
     finally:
-        if housekeeping is not None:
-            housekeeping.cancel()
+        for task in background:
+            task.cancel()
+        # A SIGHUP from here on would find the transports stopping: it is ignored.
+        await reloader.close()
         # Jobs first, with the transports still up: followers get the final output and their
         # streams end normally. Then each transport cancels whatever is still open.
         await asyncio.to_thread(engine.close, grace)
