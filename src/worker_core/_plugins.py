@@ -40,6 +40,10 @@ log = logging.getLogger("worker.plugins")
 
 ENTRY_POINT_GROUP = "worker.plugins"
 
+#: The distribution (``pip install confined-worker``) that ships the engine and the built-in
+#: plugins; the program it installs is ``worker``. (``worker`` on PyPI is an unrelated package.)
+DISTRIBUTION = "confined-worker"
+
 #: Plugins every engine loads unless disabled with ``no:NAME`` (as pytest's ``-p no:NAME``).
 DEFAULT_PLUGINS: tuple[str, ...] = ("memory",)
 
@@ -112,7 +116,9 @@ def _scan(group: str, path: Sequence[str]) -> dict[str, PluginInfo]:
                     continue
                 seen.add(key)
                 for ep in meta.entry_points.select(group=group):
-                    found.setdefault(ep.name, PluginInfo(ep.name, ep.value, meta.name, meta.version))
+                    found.setdefault(
+                        ep.name, PluginInfo(ep.name, ep.value, meta.name, meta.version)
+                    )
     return found
 
 
@@ -245,7 +251,8 @@ def config_sections() -> list[tuple[str, type, PluginInfo]]:
 def config_reference(distribution: str | None = None) -> str:
     """Every configuration section with its keys, defaults and documentation, as TOML.
 
-    ``distribution`` limits the plugins to one distribution (``"worker"``: the built-ins).
+    ``distribution`` limits the plugins to one distribution (:data:`DISTRIBUTION`: the
+    built-ins).
     """
     from ._config import EngineSettings, describe_section
 

@@ -12,7 +12,6 @@ needed (``--help``) or a command is not a built-in one.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -23,6 +22,7 @@ import click
 
 from . import _plugins as plugin_loading
 from ._errors import PluginError
+from ._logs import LOG_FORMATS, configure_logging
 
 
 class BuiltinCommand(NamedTuple):
@@ -35,7 +35,7 @@ class BuiltinCommand(NamedTuple):
 
 
 #: The distribution whose plugins :data:`BUILTIN_COMMANDS` describes.
-BUILTIN_DISTRIBUTION = "worker"
+BUILTIN_DISTRIBUTION = plugin_loading.DISTRIBUTION
 
 #: The commands of the built-in plugins, by name: listing them loads nothing, and running one
 #: loads only its plugin, through its entry point, which registers it as any plugin does.
@@ -116,14 +116,16 @@ class PluginCommands(click.Group):
         """As click's, but a built-in command not loaded yet is listed from its summary."""
         names = self.list_commands(ctx)
         limit = formatter.width - 6 - max((len(name) for name in names), default=0)
-        rows = []
+        rows: list[tuple[str, str]] = []
         for name in names:
             command = self.commands.get(name)
             if command is not None:
                 if not command.hidden:
                     rows.append((name, command.get_short_help_str(limit)))
             elif (builtin := self._builtin(name)) is not None:
-                rows.append((name, click.utils.make_default_short_help(builtin.summary, limit)))
+                # Shortened as click shortens a loaded command's help.
+                summary = click.Command(name, help=builtin.summary).get_short_help_str(limit)
+                rows.append((name, summary))
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
@@ -134,10 +136,19 @@ class PluginCommands(click.Group):
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-@click.version_option(
-    package_name="worker", prog_name="worker", message="%(prog)s %(version)s"
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    envvar="WORKER_LOG_FORMAT",
+    show_default=True,
+    show_envvar=True,
+    help="Log lines on stderr as text or as JSON objects, one a line.",
 )
-def cli(verbose: int) -> None:
+@click.version_option(
+    package_name=plugin_loading.DISTRIBUTION, prog_name="worker", message="%(prog)s %(version)s"
+)
+def cli(verbose: int, log_format: str) -> None:
     """Run confined jobs locally or on a server; follow their output live.
 
     \b
@@ -146,8 +157,7 @@ def cli(verbose: int) -> None:
       worker serve --plugins cgroups,netns,rbac --config examples/server.toml
       worker job submit -- sh -c 'echo hi; sleep 1'
     """
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(verbose, log_format)
 
 
 def build_cli() -> click.Group:

@@ -161,7 +161,8 @@ def test_submit_with_a_name_labels_and_a_key_and_list_shows_them(server: Server)
         server, "alice", "--label", "team=data", "--label", "tier=1", "--name", "nightly"
     )
     assert record["id"] == job_id
-    assert (record["name"], record["labels"], record["idempotency_key"]) == (
+    spec = record["spec"]  # the library's record shape: name and labels are the spec's
+    assert (spec["name"], spec["labels"], record["idempotency_key"]) == (
         "nightly",
         {"team": "data", "tier": "1"},
         key,

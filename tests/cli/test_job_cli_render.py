@@ -35,15 +35,19 @@ def _ended(reason: EndReason, **changes: object) -> Job:
     ("job", "words", "status"),
     [
         (_ended(EndReason.EXITED, exit_code=3), "exited with code 3", (3, None)),
-        (_ended(EndReason.EXITED, signal=9), "killed by SIGKILL", (137, None)),
-        (_ended(EndReason.STOPPED, signal=15), "stopped on request (SIGTERM)", (1, "stopped")),
-        (_ended(EndReason.TIMED_OUT, signal=15), "timed out: ran past its 2s", (1, "timed out")),
-        (_ended(EndReason.OOM_KILLED, signal=9), "OOM killer", (1, "OOM killer")),
+        (_ended(EndReason.EXITED, signal=9), "killed by SIGKILL", (137, "killed by SIGKILL")),
+        (_ended(EndReason.STOPPED, signal=15), "stopped on request (SIGTERM)", (143, "stopped")),
+        (_ended(EndReason.STOPPED, signal=9), "stopped on request (SIGKILL)", (143, "stopped")),
+        (_ended(EndReason.TIMED_OUT, signal=15), "timed out: ran past its 2s", (124, "timed out")),
+        (_ended(EndReason.OOM_KILLED, signal=9), "OOM killer", (137, "OOM killer")),
         (
             _ended(EndReason.FAILED_TO_START, message="exec: Permission denied"),
             "failed to start: exec: Permission denied",
-            (1, "failed to start"),
+            (126, "failed to start"),
         ),
+        (_ended(EndReason.LOST, message="the server restarted"), "lost", (75, "lost")),
+        (_ended(EndReason.SHUTDOWN), "server's shutdown", (75, "shutdown")),
+        (_ended(EndReason.DEPENDENCY_FAILED), "never ran", (125, "never ran")),
     ],
 )
 def test_outcomes_and_wait_exit_status(
@@ -74,15 +78,16 @@ def test_table_columns_line_up() -> None:
     assert header.index("COMMAND") == first.index("sh -c") == second.index("sleep 30")
     assert header.index("LABELS") == first.index("a=1,team=data")
     assert second[header.index("LABELS")] == "-"
-    assert first.split()[:8] == [
+    assert first.split()[:9] == [
         "j2",
         "build",
         "-",
         "running",
         "-",
+        "-",
         "20.0s",
         "19.0s",
         "a=1,team=data",
     ]
-    assert second.split()[:8] == ["j1", "-", "alice", "exited", "0", "10.0s", "3.0s", "-"]
+    assert second.split()[:9] == ["j1", "-", "alice", "exited", "-", "0", "10.0s", "3.0s", "-"]
     assert first.endswith("...") and len(first.split("  ")[-1]) <= 60

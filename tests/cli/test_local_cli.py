@@ -10,6 +10,8 @@ from pathlib import Path
 
 from helpers import wait_dead
 
+from worker_core._plugins import DISTRIBUTION
+
 WORKER = str(Path(sys.executable).with_name("worker"))
 
 
@@ -78,7 +80,7 @@ def test_plugins_lists_builtins_with_their_hooks_and_flags_unknown_names() -> No
     assert rows["memory"]["enabled"] and rows["memory"]["default"]
     assert rows["cgroups"]["enabled"] and "pre_spawn" in rows["cgroups"]["hooks"]
     assert not rows["netns"]["enabled"]
-    assert rows["cgroups"]["distribution"] == "worker"
+    assert rows["cgroups"]["distribution"] == DISTRIBUTION
     bad = worker("plugins", "--plugins", "nosuch")
     assert bad.returncode == 1
     assert "unknown plugin 'nosuch'" in bad.stdout

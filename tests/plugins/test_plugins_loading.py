@@ -8,6 +8,7 @@ import pytest
 
 from worker_core._plugins import (
     DEFAULT_PLUGINS,
+    DISTRIBUTION,
     hook_names,
     installed_plugins,
     load_plugins,
@@ -64,7 +65,7 @@ def test_the_memory_store_is_a_default_that_no_memory_disables() -> None:
 def test_built_in_plugins_resolve_through_the_same_entry_points_as_third_party_ones() -> None:
     installed = installed_plugins()
     assert installed["memory"].value == "worker_plugins.memory.plugin:MemoryPlugin"
-    assert installed["memory"].distribution == "worker"
+    assert installed["memory"].distribution == DISTRIBUTION
     engine = Engine("memory")
     try:
         # A class entry point is instantiated: the plugin keeps per-engine state.

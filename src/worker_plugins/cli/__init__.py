@@ -1,1 +1,2 @@
-"""The ``worker`` command line's built-in commands: run, plugins, job."""
+"""The ``worker`` command line's built-in commands: run, plugins, job; the job-spec flags
+they share (:mod:`.spec_options`) and their exit statuses (:mod:`.exit_status`)."""

@@ -54,7 +54,10 @@ def describe_plugins(enable: str) -> list[dict[str, object]]:
     return rows
 
 
-@click.command("plugins")
+@click.command(
+    "plugins",
+    short_help="List installed plugins, where each comes from and which hooks it implements.",
+)
 @click.option(
     "-p",
     "--plugins",

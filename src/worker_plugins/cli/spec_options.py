@@ -10,18 +10,30 @@ field) is named by the flag that set the field (:func:`in_flag_terms`).
 
 Whether a limit can be honoured is not decided here: the engine refuses a limit that no
 enabled plugin enforces, so the same flags work against any server.
+
+The scheduling flags (``--priority``, ``--after``, ``--hold``, ``--begin``) are in the table
+too; ``worker run`` leaves them out (:func:`local_spec_options`): a job of its own engine has
+no queue to wait in and no other job to wait for.
+
+Sizes (``64M``) and durations (``30s``, ``5m``, ``1h30m``; a bare number is seconds) are
+written the same way wherever a flag takes one.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import attrs
 import click
 
-from worker_core.plugin import InvalidSpec, IOLimit, Isolation, JobSpec, Limits
+# Only the library's root: this module is imported by every job command, and the plugin
+# surface (worker_core.plugin) would add the engine's machinery to each one's start-up.
+from worker_core import Dependency, DependencyKind, InvalidSpec, IOLimit, Isolation, JobSpec, Limits
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,6 +69,89 @@ class SizeType(click.ParamType[int]):
             return value
         try:
             return parse_size(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ms|[smhdw])")
+_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_PLAIN_NUMBER = re.compile(r"\d+(?:\.\d+)?|\.\d+")
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in ``90s``, ``30m``, ``2h``, ``7d``, ``1w``, ``500ms`` or a sum of them
+    (``1h30m``); None if ``text`` is not one. A bare number is not (see :class:`DurationType`,
+    which reads it as seconds)."""
+    text = text.strip().lower()
+    if not text or _DURATION_PART.sub("", text):
+        return None
+    return sum(float(n) * _SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
+
+
+class DurationType(click.ParamType[float]):
+    """A length of time in seconds: ``30s``, ``5m``, ``1h30m``, ``500ms``, or a bare number of
+    seconds (``30``, ``2.5``). ``allow_zero`` accepts ``0`` (a grace period of none)."""
+
+    name = "duration"
+
+    def __init__(self, allow_zero: bool = False) -> None:
+        self.allow_zero = allow_zero
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            seconds = float(value)
+        else:
+            text = str(value).strip()
+            found = float(text) if _PLAIN_NUMBER.fullmatch(text) else parse_duration(text)
+            if found is None:
+                self.fail(
+                    f"{value!r} is not a duration (examples: 30s, 5m, 1h30m, 500ms, 90)",
+                    param,
+                    ctx,
+                )
+            seconds = found
+        if seconds < 0:
+            self.fail(f"{value!r} must not be negative", param, ctx)
+        if seconds == 0 and not self.allow_zero:
+            self.fail(f"{value!r} must be more than 0 seconds", param, ctx)
+        return seconds
+
+
+def parse_begin(text: str, now: float | None = None) -> float:
+    """``--begin``: a duration from ``now`` (``10m``: in ten minutes) or an ISO 8601 time
+    (``2024-05-01T02:00``, local unless it has an offset), in seconds since the epoch.
+    ``ValueError`` with a message for the user for anything else."""
+    now = time.time() if now is None else now
+    text = text.strip()
+    seconds = float(text) if _PLAIN_NUMBER.fullmatch(text) else parse_duration(text)
+    if seconds is not None:
+        return now + seconds
+    try:
+        when = datetime.fromisoformat(text).timestamp()
+    except (ValueError, OverflowError, OSError):
+        raise ValueError(
+            f"{text!r} is neither a duration from now (30s, 10m, 2h, 1d) nor an ISO time "
+            "(2024-05-01T02:00, 2024-05-01T02:00:00+02:00)"
+        ) from None
+    if when < 0:
+        raise ValueError(f"{text!r} is before 1970")
+    return when
+
+
+class BeginType(click.ParamType[float]):
+    """A start time: a duration from now or an ISO time; see :func:`parse_begin`."""
+
+    name = "when"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_begin(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
@@ -132,6 +227,10 @@ def _positive_count(text: str) -> int:
 
 
 SIZE = SizeType()
+#: A positive duration (``--timeout``); :data:`GRACE` also takes 0.
+DURATION = DurationType()
+GRACE = DurationType(allow_zero=True)
+BEGIN = BeginType()
 ENV_PAIR = PairType("K=V", _env_name_problem)
 OPTION_PAIR = PairType("PLUGIN.KEY=VALUE", _option_name_problem)
 IO_BPS = IORateType("bytes")
@@ -156,6 +255,10 @@ class SpecFlag:
     multiple: bool = False
     #: The keyword the value is passed by, when not the long name's (``--option``: options).
     dest: str | None = None
+    #: An on/off flag that takes no value (``--hold``).
+    is_flag: bool = False
+    #: For the scheduler of a server: left out of ``worker run`` (:func:`local_spec_options`).
+    scheduling: bool = False
 
     @property
     def flag(self) -> str:
@@ -169,6 +272,8 @@ class SpecFlag:
 
     def option(self) -> Callable[[F], F]:
         names = (*self.names, self.dest) if self.dest else self.names
+        if self.is_flag:
+            return click.option(*names, is_flag=True, help=self.help)
         return click.option(
             *names, type=self.type, multiple=self.multiple, metavar=self.metavar, help=self.help
         )
@@ -262,9 +367,9 @@ SPEC_FLAGS: tuple[SpecFlag, ...] = (
     SpecFlag(
         ("--timeout",),
         "timeout",
-        click.FloatRange(min=0, min_open=True),
-        "SECONDS",
-        "Stop the job when it has run this long.",
+        DURATION,
+        "DURATION",
+        "Stop the job when it has run this long (30s, 5m, 1h30m; a bare number is seconds).",
     ),
     SpecFlag(
         ("--uid",),
@@ -289,11 +394,67 @@ SPEC_FLAGS: tuple[SpecFlag, ...] = (
         multiple=True,
         dest="options",
     ),
+    SpecFlag(
+        ("--priority",),
+        "priority",
+        click.IntRange(-1000, 1000),
+        "-1000..1000",
+        "Higher starts first among queued jobs (default 0).",
+        scheduling=True,
+    ),
+    SpecFlag(
+        ("--after",),
+        "after.ok",
+        str,
+        "JOB_ID",
+        "Start only once this job exited with code 0 (repeatable; an id prefix will do).",
+        multiple=True,
+        scheduling=True,
+    ),
+    SpecFlag(
+        ("--after-any",),
+        "after.any",
+        str,
+        "JOB_ID",
+        "Start only once this job ended, however it ended (repeatable).",
+        multiple=True,
+        scheduling=True,
+    ),
+    SpecFlag(
+        ("--after-fail",),
+        "after.failed",
+        str,
+        "JOB_ID",
+        "Start only once this job ended unsuccessfully (repeatable).",
+        multiple=True,
+        scheduling=True,
+    ),
+    SpecFlag(
+        ("--hold",),
+        "hold",
+        None,
+        "",
+        "Queue the job held: it starts only once `worker job release` lets it.",
+        is_flag=True,
+        scheduling=True,
+    ),
+    SpecFlag(
+        ("--begin",),
+        "begin_at",
+        BEGIN,
+        "WHEN",
+        "Not before this time: a duration from now (10m, 2h) or an ISO time "
+        "(2024-05-01T02:00, local unless it has an offset).",
+        scheduling=True,
+    ),
 )
 
 _BY_FIELD = {flag.field: flag for flag in SPEC_FLAGS}
 _BY_KEYWORD = {flag.keyword: flag for flag in SPEC_FLAGS}
 _IO_CAPS = tuple(flag for flag in SPEC_FLAGS if flag.field.startswith("limits.io."))
+_AFTER = {DependencyKind(flag.field.partition(".")[2]): flag for flag in SPEC_FLAGS
+          if flag.field.startswith("after.")}  # fmt: skip
+_AFTER_INDEX = re.compile(r"after\[(\d+)\]")
 
 
 def spec_options(command: F) -> F:
@@ -303,31 +464,46 @@ def spec_options(command: F) -> F:
     return command
 
 
-def flag_for(field: str) -> str | None:
+def local_spec_options(command: F) -> F:
+    """:func:`spec_options` without the scheduling flags, for a job run here at once."""
+    for flag in reversed(SPEC_FLAGS):
+        if not flag.scheduling:
+            command = flag.option()(command)
+    return command
+
+
+def flag_for(field: str, spec: JobSpec | None = None) -> str | None:
     """The flag that sets ``field`` (a spec field as :class:`~worker_core.InvalidSpec` names
     it, from this process or a server), or None for a field no flag sets (``command``).
 
     An item names its collection's flag (``env['A']``: ``--env``, ``options.demo.level``:
-    ``--option``); ``limits.io`` and its items name the IO cap flags together.
+    ``--option``); ``limits.io`` and its items name the IO cap flags together, as ``after``
+    names the dependency flags, unless ``spec`` (the spec refused) tells which one set
+    ``after[i]``.
     """
     if field in _BY_FIELD:
         return _BY_FIELD[field].flag
     if field == "limits.io" or field.startswith(("limits.io[", "limits.io.")):
         return "/".join(flag.flag for flag in _IO_CAPS)
+    if field == "after" or field.startswith(("after[", "after.")):
+        index = _AFTER_INDEX.match(field)
+        if spec is not None and index and int(index[1]) < len(spec.after):
+            return _AFTER[spec.after[int(index[1])].kind].flag
+        return "/".join(flag.flag for flag in _AFTER.values())
     collection = re.split(r"[.\[]", field, maxsplit=1)[0]
     if collection in ("env", "options") and collection != field:
         return _BY_FIELD[collection].flag
     return None
 
 
-def in_flag_terms(field: str, problem: str) -> str:
+def in_flag_terms(field: str, problem: str, spec: JobSpec | None = None) -> str:
     """``problem`` with ``field`` named as the flag the user typed: ``--uid: jobs may not run as
     root here``; ``field: problem`` when no flag sets the field.
 
     For refusals that come back from the engine or a server (``isolation.uid: ...``) after the
-    flags themselves were accepted.
+    flags themselves were accepted; ``spec`` is the spec refused (see :func:`flag_for`).
     """
-    flag = flag_for(field)
+    flag = flag_for(field, spec)
     return f"{flag or field}: {problem}"
 
 
@@ -347,7 +523,10 @@ def _merge_io(caps: Mapping[SpecFlag, Iterable[tuple[str, int]]]) -> list[IOLimi
     return [IOLimit(device=device, **device_caps) for device, device_caps in per_device.items()]
 
 
-def _check_cwd(cwd: str | None) -> str:
+def _check_cwd(cwd: str | None, local_cwd: str | None) -> str:
+    if local_cwd is not None:
+        # A job of this host: its directory is named as a shell would, from here.
+        return os.path.normpath(os.path.join(local_cwd, cwd or "."))
     if cwd is None:
         return "/"
     if not cwd.startswith("/"):
@@ -359,7 +538,22 @@ def _check_cwd(cwd: str | None) -> str:
     return cwd
 
 
-def build_spec(command: str, args: Sequence[str] = (), **flags: Any) -> JobSpec:
+def _dependencies(flags: Mapping[str, Any]) -> list[Dependency]:
+    """``--after``, ``--after-any`` and ``--after-fail`` as the spec's dependency list."""
+    found = []
+    for kind, flag in _AFTER.items():
+        for job_id in flags.get(flag.keyword) or ():
+            if not job_id.strip():
+                raise click.BadParameter(
+                    "must name a job (an id or a prefix)", param_hint=flag.flag
+                )
+            found.append(Dependency(job_id=job_id.strip(), kind=kind))
+    return found
+
+
+def build_spec(
+    command: str, args: Sequence[str] = (), *, local_cwd: str | None = None, **flags: Any
+) -> JobSpec:
     """The :class:`JobSpec` for ``command`` and the parsed values of :func:`spec_options`.
 
     ``flags`` are the values click passes (``memory=67108864``, ``env=(("A", "1"),)``,
@@ -367,6 +561,10 @@ def build_spec(command: str, args: Sequence[str] = (), **flags: Any) -> JobSpec:
     Raises :class:`click.BadParameter` naming the flag for anything the model refuses. A
     repeated ``-e``/``-o`` key takes its last value, as in a shell; a device given twice for the
     same IO cap with different values is an error.
+
+    ``local_cwd`` is for a job of this host (``worker run``): its working directory defaults
+    to that one and a relative ``--cwd`` is relative to it. Without it (a server's job), the
+    directory is ``/`` unless ``--cwd`` names an absolute one.
     """
     unknown = sorted(set(flags) - set(_BY_KEYWORD))
     if unknown:
@@ -376,7 +574,7 @@ def build_spec(command: str, args: Sequence[str] = (), **flags: Any) -> JobSpec:
     io: dict[SpecFlag, Iterable[tuple[str, int]]] = {}
     for flag in SPEC_FLAGS:
         value = flags.get(flag.keyword)
-        if value is None or (flag.multiple and not value):
+        if value is None or (flag.multiple and not value) or flag in _AFTER.values():
             continue
         if flag in _IO_CAPS:
             io[flag] = value
@@ -389,11 +587,15 @@ def build_spec(command: str, args: Sequence[str] = (), **flags: Any) -> JobSpec:
             command=command,
             args=tuple(args),
             env=top.get("env", {}),
-            cwd=_check_cwd(top.get("cwd")),
+            cwd=_check_cwd(top.get("cwd"), local_cwd),
             limits=Limits(**sections["limits"], io=_merge_io(io)),
             isolation=Isolation(**sections["isolation"]),
             timeout=top.get("timeout"),
             options=top.get("options", {}),
+            priority=top.get("priority", 0),
+            after=_dependencies(flags),
+            hold=bool(top.get("hold", False)),
+            begin_at=top.get("begin_at"),
         )
     except InvalidSpec as exc:
         hint = flag_for(exc.field)

@@ -1,9 +1,15 @@
 """``worker job``: the remote client of a ``worker serve`` server, over mutual TLS.
 
-- :mod:`.commands` — the click commands (the plugin module the ``jobcli`` entry point names)
+- :mod:`.commands` — the ``job`` group (the plugin module the ``jobcli`` entry point names);
+  each command's module is imported when it runs:
+  :mod:`.submitting` (submit, wait), :mod:`.viewing` (get, list, tail),
+  :mod:`.controlling` (stop, signal, pause, resume, release, purge)
+- :mod:`.session` — connecting, and failing in one line
 - :mod:`.connection` — where the server and the certificates come from; the channel
 - :mod:`.client` — typed calls, each with a deadline, returning model records
-- :mod:`.follow` — copying a job's output to this terminal, and the exit status of a job
-- :mod:`.render` — everything a human reads
-- :mod:`.errors` — the one table from gRPC status to message and exit code
+- :mod:`.wire` — the client's conversions between records and wire messages
+- :mod:`.follow` — copying a job's output to this terminal
+- :mod:`.render` — everything a human reads, and the ``--json`` records
+- :mod:`.filters` — the flag types that choose jobs (labels, times)
+- :mod:`.errors`, :mod:`.rpc_errors` — the exit codes, and the table from gRPC status to them
 """

@@ -16,22 +16,17 @@ from __future__ import annotations
 
 import functools
 import os
-import tomllib
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import click
-import grpc
-from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID
-
-from worker_core.plugin import ConfigError
-from worker_plugins.grpc_transport.tls import TlsFiles, channel_credentials, load_material
 
 from .errors import EXIT_CONFIG, ClientError
+
+if TYPE_CHECKING:
+    import grpc
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -75,6 +70,15 @@ class ConnectionFlags:
 
 
 @attrs.frozen
+class TlsFiles:
+    """The PEM files a client trusts (``ca``) and presents (``cert``, ``key``)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@attrs.frozen
 class Settings:
     """Where to connect and with what, once every source was consulted."""
 
@@ -89,6 +93,8 @@ def default_config_path(environ: Mapping[str, str]) -> Path:
 
 def _read_config(path: Path, explicit: bool) -> dict[str, str]:
     """The client config's settings, paths made absolute. A missing default file is empty."""
+    import tomllib  # only when there is a file to read
+
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)
@@ -177,17 +183,77 @@ def _bad_server(address: str) -> str:
     )
 
 
-def _check_client_certificate(pem: bytes, path: Path) -> None:
-    """Refuse locally what the server would refuse without saying why (it just hangs up)."""
-    cert = x509.load_pem_x509_certificate(pem)
+def _read(what: str, path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ClientError(f"{what} file {str(path)!r} does not exist", EXIT_CONFIG) from None
+    except OSError as exc:
+        raise ClientError(
+            f"cannot read {what} file {str(path)!r}: {exc.strerror}", EXIT_CONFIG
+        ) from None
+
+
+@attrs.frozen
+class TlsMaterial:
+    """The contents of :class:`TlsFiles`."""
+
+    ca: bytes
+    cert: bytes
+    key: bytes
+
+
+def read_material(files: TlsFiles) -> TlsMaterial:
+    """The three files' contents, each checked to hold the PEM block it should.
+
+    Only what costs nothing to check is checked here: parsing the certificates (expiry, usage,
+    whether the key matches) needs ``cryptography``, whose import would double the start-up
+    of every command, so :func:`diagnose` does it when a connection fails.
+    """
+    material = TlsMaterial(
+        _read("CA", files.ca), _read("certificate", files.cert), _read("key", files.key)
+    )
+    for data, path, what in (
+        (material.ca, files.ca, "CA file {} holds no PEM certificate"),
+        (material.cert, files.cert, "certificate file {} holds no PEM certificate"),
+    ):
+        if b"-----BEGIN CERTIFICATE-----" not in data:
+            raise ClientError(what.format(repr(str(path))), EXIT_CONFIG)
+    if b"PRIVATE KEY-----" not in material.key or b"ENCRYPTED" in material.key:
+        raise ClientError(
+            f"key file {str(files.key)!r} holds no unencrypted PEM private key", EXIT_CONFIG
+        )
+    return material
+
+
+def diagnose(files: TlsFiles) -> ClientError | None:
+    """What in the client's own files explains a failed connection, if anything: a
+    certificate that does not parse, has expired or is not valid yet, lacks the clientAuth
+    usage, or a key that does not match it. The server refuses such a certificate without
+    saying why (it hangs up), so the reason is looked for here, after the fact."""
+    from datetime import UTC, datetime
+
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    from worker_core import ConfigError
+    from worker_plugins.grpc_transport.tls import TlsFiles as ServerTlsFiles
+    from worker_plugins.grpc_transport.tls import load_material
+
+    try:
+        material = load_material(ServerTlsFiles(files.ca, files.cert, files.key))
+    except ConfigError as exc:
+        return ClientError(str(exc), EXIT_CONFIG)
+    path = files.cert
+    cert = x509.load_pem_x509_certificate(material.cert)
     now = datetime.now(UTC)
     if cert.not_valid_after_utc < now:
-        raise ClientError(
+        return ClientError(
             f"client certificate {str(path)!r} expired on {cert.not_valid_after_utc:%Y-%m-%d}",
             EXIT_CONFIG,
         )
     if cert.not_valid_before_utc > now:
-        raise ClientError(
+        return ClientError(
             f"client certificate {str(path)!r} is not valid before "
             f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC",
             EXIT_CONFIG,
@@ -197,25 +263,29 @@ def _check_client_certificate(pem: bytes, path: Path) -> None:
     except x509.ExtensionNotFound:
         usage = None
     if usage is None or ExtendedKeyUsageOID.CLIENT_AUTH not in usage:
-        raise ClientError(
+        return ClientError(
             f"certificate {str(path)!r} is not a client certificate (no clientAuth usage)",
             EXIT_CONFIG,
         )
+    return None
 
 
 def open_channel(settings: Settings) -> grpc.Channel:
     """An mTLS channel to the server: trusts only the CA, presents the client certificate.
 
-    The files are read and checked here (exist, parse, key matches certificate, certificate
-    usable for client authentication), so a setup mistake is one clear error rather than an
-    opaque handshake failure later. The server's certificate must name the host dialled.
+    The files are read here, so a missing or swapped file is one clear error before any
+    connection; what only parsing them can tell is left to :func:`diagnose`. The server's
+    certificate must name the host dialled.
     """
-    try:
-        material = load_material(settings.tls)
-    except ConfigError as exc:
-        raise ClientError(str(exc), EXIT_CONFIG) from None
-    _check_client_certificate(material.cert, settings.tls.cert)
-    return grpc.secure_channel(settings.server, channel_credentials(material), CHANNEL_OPTIONS)
+    material = read_material(settings.tls)
+    import grpc
+
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=material.ca,
+        private_key=material.key,
+        certificate_chain=material.cert,
+    )
+    return grpc.secure_channel(settings.server, credentials, CHANNEL_OPTIONS)
 
 
 def connection_options(command: F) -> F:

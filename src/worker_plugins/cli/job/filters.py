@@ -7,14 +7,15 @@ sent. What only the server can judge (a label key's full syntax) is the server's
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import datetime
 from typing import Any
 
 import click
 
-from worker_plugins.cli.spec_options import PairType
+from worker_plugins.cli.spec_options import PairType, parse_duration
+
+__all__ = ["LABEL", "WHEN", "WhenType", "parse_duration", "parse_when"]
 
 
 def _label_key_problem(key: str) -> str | None:
@@ -23,18 +24,6 @@ def _label_key_problem(key: str) -> str | None:
 
 #: ``--label KEY=VALUE``: a ``(key, value)`` pair; the value may be empty.
 LABEL = PairType("KEY=VALUE", _label_key_problem)
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_duration(text: str) -> float | None:
-    """Seconds in ``90s``, ``30m``, ``2h``, ``7d``, ``1w`` or a sum of them (``1h30m``);
-    None if ``text`` is not a duration."""
-    text = text.strip().lower()
-    if not text or _DURATION_PART.sub("", text):
-        return None
-    return sum(float(n) * _SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
 
 
 def parse_when(text: str, now: float | None = None) -> float:

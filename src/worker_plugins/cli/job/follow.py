@@ -7,18 +7,22 @@ per message so a follower sees output as it happens.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
-from typing import BinaryIO
+from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
-from worker_core.plugin import EndReason, Job, StartAt, StartPosition, Stream
+from worker_core import Job, StartAt, StartPosition, Stream
+from worker_plugins.cli.exit_status import EXIT_INTERRUPTED, simply_exited
+from worker_plugins.cli.exit_status import exit_status as job_exit_status
 
-from .client import OutputStream
 from .render import outcome
 
-#: Exit status when Ctrl-C ends a command (the shell's 128 + SIGINT).
-EXIT_INTERRUPTED = 130
+if TYPE_CHECKING:
+    from .client import OutputStream
+
+__all__ = ["EXIT_INTERRUPTED", "OutputSink", "copy_all", "exit_status", "last_lines"]
 
 
 class OutputSink:
@@ -69,16 +73,36 @@ def copy_all(output: OutputStream, sink: OutputSink) -> None:
         output.cancel()  # a no-op once the stream ended; ends it on Ctrl-C or a write error
 
 
-def exit_status(job: Job) -> tuple[int, str | None]:
-    """The status ``submit --wait`` exits with, and what to say on stderr (None: nothing).
+def last_lines(
+    output: Iterable[tuple[Stream, int, bytes]], count: int
+) -> tuple[dict[Stream, bytes], dict[Stream, int]]:
+    """The last ``count`` lines of each stream ``output`` sends, and each stream's size.
 
-    A job that exited is reported as a shell would: its code, or 128+N if signal N killed it.
-    Any other end (stopped, timed out, OOM-killed, failed to start, lost) is 1 and a message
-    saying which, since no code of the job's own describes it.
+    Only ``count`` lines per stream are kept while reading (a line still open at the end
+    counts as one), so a long output costs time to read, not memory beyond those lines.
     """
-    if job.end_reason is EndReason.EXITED:
-        if job.exit_code is not None:
-            return job.exit_code, None
-        if job.signal is not None:
-            return 128 + job.signal, None
-    return 1, f"job {job.id} {outcome(job)}"
+    kept: dict[Stream, deque[bytes]] = {}
+    partial: dict[Stream, bytearray] = {}
+    sizes: dict[Stream, int] = {}
+    for stream, offset, data in output:
+        sizes[stream] = offset + len(data)
+        lines = kept.setdefault(stream, deque(maxlen=max(count, 1)))
+        buffer = partial.setdefault(stream, bytearray())
+        buffer += data
+        *complete, rest = buffer.split(b"\n")
+        for line in complete:
+            lines.append(bytes(line) + b"\n")
+        partial[stream] = bytearray(rest)
+    tails: dict[Stream, bytes] = {}
+    for stream, lines in kept.items():
+        if partial[stream]:
+            lines.append(bytes(partial[stream]))
+        tails[stream] = b"".join(list(lines)[-count:]) if count else b""
+    return tails, sizes
+
+
+def exit_status(job: Job) -> tuple[int, str | None]:
+    """The status ``submit --wait`` and ``wait`` exit with (:mod:`worker_plugins.cli.exit_status`),
+    and what to say on stderr (None: nothing, for a job that simply exited)."""
+    code = job_exit_status(job)
+    return code, None if simply_exited(job) else f"job {job.id} {outcome(job)}"

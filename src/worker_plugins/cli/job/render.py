@@ -1,7 +1,14 @@
 """What a human (or a script, with ``--json``) reads about jobs.
 
 Plain functions from model records to text, so the commands stay free of formatting and the
-formats can be tested without a server.
+formats can be tested without a server. Sizes are in binary units (``64 MiB``), lengths of
+time are durations (``1m12s``), times are local with their offset; ``--json`` is the
+library's own record shape (:func:`worker_core.job_to_dict`), numbers as numbers.
+
+One vocabulary of states (:data:`STATE_WORDS`): what ``list`` and ``get`` show in STATE is
+what ``list --state`` accepts. A job that has not ended shows its state (``queued``,
+``running``...); one that has ended shows how (``exited``, ``timed_out``...), and ``ended``
+chooses every ended job.
 """
 
 from __future__ import annotations
@@ -9,18 +16,35 @@ from __future__ import annotations
 import shlex
 import signal
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from worker_core.plugin import EndReason, Job, JobSpec, JobState
-from worker_plugins.grpc_transport.convert import fact_to_str
+from worker_core import EndReason, Job, JobSpec, JobState, QueueReason
 
 #: Longest command shown in a ``list`` row; the full one is in ``get`` and ``--json``.
 COMMAND_WIDTH = 60
 #: Longest name and labels shown in a ``list`` row.
 NAME_WIDTH = 24
 LABELS_WIDTH = 40
+
+#: The states of a job that has not ended, then how a job ended, then ``ended`` (any end).
+STATE_WORDS: tuple[str, ...] = (
+    *(state.value for state in JobState if state is not JobState.ENDED),
+    *(reason.value for reason in EndReason),
+    JobState.ENDED.value,
+)
+
+#: Why a queued job waits, in words (``get``); ``list`` shows the reason's own name.
+QUEUE_REASON_TEXT: Mapping[QueueReason, str] = {
+    QueueReason.PRIORITY: "jobs ahead of it start first",
+    QueueReason.RESOURCES: "the memory or CPU budget is in use",
+    QueueReason.RUNNING_CAP: "the server's cap on running jobs is reached",
+    QueueReason.OWNER_CAP: "its owner's cap on running jobs is reached",
+    QueueReason.DEPENDENCY: "a job it depends on has not ended",
+    QueueReason.BEGIN_TIME: "its begin time has not come",
+    QueueReason.PLUGIN: "a plugin delays it",
+}
 
 
 def signal_name(signum: int) -> str:
@@ -52,6 +76,45 @@ def duration(seconds: float) -> str:
     return f"{days}d{hours:02d}h"
 
 
+def seconds_text(seconds: float) -> str:
+    """A limit or setting in seconds as it would be typed: ``30s``, ``1m30s``, ``1h``."""
+    if seconds < 60 or seconds % 1:
+        return f"{seconds:g}s"
+    parts = []
+    rest = int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(parts)
+
+
+def size(count: float) -> str:
+    """Bytes in binary units: ``512 B``, ``64 MiB``, ``1.5 GiB``."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            if unit == "B":
+                return f"{int(value)} B"
+            return f"{value:.1f} {unit}".replace(".0 ", " ")
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def measure(key: str, value: Any) -> str:
+    """A fact or usage value with its unit, guessed from the key the way plugins name them
+    (``memory_peak``: bytes; ``cpu_seconds``: a duration); anything else as it is."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        if key.endswith("_seconds"):
+            return duration(value)
+        if key.startswith("memory") or key.endswith("_bytes"):
+            return size(value)
+        return f"{value:g}" if isinstance(value, float) else str(value)
+    return str(value)
+
+
 def run_time(job: Job, now: float) -> float | None:
     """How long the job ran (or has been running); None if it never started."""
     if job.started_at is None:
@@ -73,7 +136,7 @@ def outcome(job: Job) -> str:
     if reason is EndReason.STOPPED:
         return f"stopped on request{by}"
     if reason is EndReason.TIMED_OUT:
-        limit = f" its {job.spec.timeout:g}s" if job.spec.timeout else " its"
+        limit = f" its {seconds_text(job.spec.timeout)}" if job.spec.timeout else " its"
         return f"timed out: ran past{limit} time limit{by}"
     if reason is EndReason.OOM_KILLED:
         return "killed by the OOM killer (memory limit reached)"
@@ -90,10 +153,23 @@ def outcome(job: Job) -> str:
 
 
 def state_word(job: Job) -> str:
-    """One word for the state column: the end reason once ended."""
+    """The job's word of :data:`STATE_WORDS`: its state, or how it ended once it has."""
     if job.is_finished and job.end_reason is not None:
         return job.end_reason.value
     return job.state.value
+
+
+def matches_state(job: Job, words: Collection[str]) -> bool:
+    """Whether ``job`` is in one of ``words`` (of :data:`STATE_WORDS`); any job for none."""
+    return not words or state_word(job) in words or (job.is_finished and "ended" in words)
+
+
+def server_states(words: Iterable[str]) -> set[JobState]:
+    """The record states the server filters on for ``words`` (an end reason: ENDED)."""
+    states = set()
+    for word in words:
+        states.add(JobState(word) if word in {s.value for s in JobState} else JobState.ENDED)
+    return states
 
 
 def exit_word(job: Job) -> str:
@@ -104,21 +180,34 @@ def exit_word(job: Job) -> str:
     return "-"
 
 
+def reason_word(job: Job) -> str:
+    """The REASON column: why a queued job waits (as squeue's); ``-`` for any other."""
+    if job.state is JobState.QUEUED and job.queue_reason is not None:
+        return job.queue_reason.value
+    return "-"
+
+
 def status_line(job: Job) -> str:
     """``<id> <state>: <details>``, e.g. ``7f3a… ended: stopped on request (SIGTERM)``."""
     if job.is_finished:
         return f"{job.id} ended: {outcome(job)}"
+    if job.state is JobState.QUEUED and job.queue_reason is not None:
+        return f"{job.id} queued: {QUEUE_REASON_TEXT.get(job.queue_reason, job.queue_reason.value)}"
     pid = f" (pid {job.pid})" if job.pid is not None else ""
     return f"{job.id} {job.state.value}{pid}"
+
+
+def local_time(timestamp: float) -> str:
+    """``2024-05-01T14:03:07+02:00``: this machine's time zone, with its offset."""
+    return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
 
 
 def _when(timestamp: float | None, now: float) -> str:
     if timestamp is None:
         return "-"
-    stamp = datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
     if timestamp > now:  # a begin time still to come
-        return f"{stamp} (in {duration(timestamp - now)})"
-    return f"{stamp} ({duration(now - timestamp)} ago)"
+        return f"{local_time(timestamp)} (in {duration(timestamp - now)})"
+    return f"{local_time(timestamp)} ({duration(now - timestamp)} ago)"
 
 
 def _limits(spec: JobSpec) -> list[str]:
@@ -126,30 +215,37 @@ def _limits(spec: JobSpec) -> list[str]:
     parts = [
         f"{label} {value}"
         for label, value in (
-            ("memory", limits.memory_max),
-            ("memory-high", limits.memory_high),
-            ("cpus", limits.cpu),
+            ("memory", size(limits.memory_max) if limits.memory_max is not None else None),
+            ("memory-high", size(limits.memory_high) if limits.memory_high is not None else None),
+            ("cpus", f"{limits.cpu:g}" if limits.cpu is not None else None),
             ("cpu-weight", limits.cpu_weight),
             ("io-weight", limits.io_weight),
             ("pids", limits.pids_max),
             ("uid", isolation.uid),
             ("gid", isolation.gid),
-            ("timeout", f"{spec.timeout:g}s" if spec.timeout else None),
+            ("timeout", seconds_text(spec.timeout) if spec.timeout else None),
         )
         if value is not None
     ]
     for io in limits.io:
         caps = [
-            f"{name.replace('_', '-')}={getattr(io, name)}"
-            for name in ("read_bps", "write_bps", "read_iops", "write_iops")
-            if getattr(io, name) is not None
+            f"{label} {size(value)}/s" if "bps" in name else f"{label} {value}/s"
+            for name, label in (
+                ("read_bps", "read"),
+                ("write_bps", "write"),
+                ("read_iops", "read ops"),
+                ("write_iops", "write ops"),
+            )
+            if (value := getattr(io, name)) is not None
         ]
-        parts.append(f"io {io.device} {' '.join(caps)}")
+        parts.append(f"io {io.device}: {', '.join(caps)}")
     return parts
 
 
-def job_summary(job: Job, now: float | None = None) -> str:
-    """The ``get`` view: one ``label: value`` per line, facts indented at the end."""
+def job_summary(
+    job: Job, usage: Mapping[str, int | float] | None = None, now: float | None = None
+) -> str:
+    """The ``get`` view: one ``label: value`` per line; usage and facts indented at the end."""
     now = time.time() if now is None else now
     spec = job.spec
     rows: list[tuple[str, str]] = [("id", job.id)]
@@ -160,16 +256,23 @@ def job_summary(job: Job, now: float | None = None) -> str:
     rows += [
         ("owner", job.owner_name or "-"),
         ("command", command_line(spec)),
-        ("state", job.state.value),
+        ("state", state_word(job)),
     ]
-    if job.queue_reason is not None:
-        rows.append(("waiting for", job.queue_reason.value))
+    if job.state is JobState.QUEUED and job.queue_reason is not None:
+        text = QUEUE_REASON_TEXT.get(job.queue_reason, "")
+        rows.append(
+            ("reason", f"{job.queue_reason.value} ({text})" if text else job.queue_reason.value)
+        )
+    elif job.state is JobState.HELD:
+        rows.append(("reason", f"held (`worker job release {job.id}` lets it start)"))
     if job.is_finished:
         rows.append(("outcome", outcome(job)))
         rows.append(("exit code", str(job.exit_code) if job.exit_code is not None else "-"))
         if job.signal is not None:
             rows.append(("signal", f"{job.signal} ({signal_name(job.signal)})"))
     rows.append(("pid", str(job.pid) if job.pid is not None else "-"))
+    if job.external_id:
+        rows.append(("external id", job.external_id))
     rows.append(("created", _when(job.created_at, now)))
     rows.append(("started", _when(job.started_at, now)))
     if job.is_finished:
@@ -189,9 +292,10 @@ def job_summary(job: Job, now: float | None = None) -> str:
         rows.append(("idempotency key", job.idempotency_key))
     width = max(len(label) for label, _ in rows) + 1
     lines = [f"{label + ':':<{width}} {value}" for label, value in rows]
-    if job.facts:
-        lines.append("facts:")
-        lines.extend(f"  {key}: {fact_to_str(value)}" for key, value in sorted(job.facts.items()))
+    for title, values in (("usage now", usage or {}), ("facts", job.facts)):
+        if values:
+            lines.append(f"{title}:")
+            lines.extend(f"  {key}: {measure(key, value)}" for key, value in sorted(values.items()))
     return "\n".join(lines)
 
 
@@ -202,7 +306,7 @@ def _scheduling(spec: JobSpec, now: float) -> list[tuple[str, str]]:
     if spec.after:
         rows.append(("after", ", ".join(f"{d.job_id} ({d.kind.value})" for d in spec.after)))
     if spec.hold:
-        rows.append(("hold", "yes (starts once released)"))
+        rows.append(("hold", "yes (submitted held)"))
     if spec.begin_at is not None:
         rows.append(("not before", _when(spec.begin_at, now)))
     return rows
@@ -227,8 +331,23 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+#: The columns of ``list``.
+TABLE_HEADER = (
+    "ID",
+    "NAME",
+    "OWNER",
+    "STATE",
+    "REASON",
+    "EXIT",
+    "AGE",
+    "TIME",
+    "LABELS",
+    "COMMAND",
+)
+
+
 def job_table(jobs: Iterable[Job], now: float | None = None) -> str:
-    """The ``list`` view, oldest first: ID NAME OWNER STATE EXIT AGE TIME LABELS COMMAND."""
+    """The ``list`` view, oldest first (:data:`TABLE_HEADER`); only the header for none."""
     now = time.time() if now is None else now
     rows = []
     for job in sorted(jobs, key=lambda j: j.created_at):
@@ -239,6 +358,7 @@ def job_table(jobs: Iterable[Job], now: float | None = None) -> str:
                 _cut(job.spec.name, NAME_WIDTH) or "-",
                 job.owner_name or "-",
                 state_word(job),
+                reason_word(job),
                 exit_word(job),
                 duration(now - job.created_at),
                 duration(ran) if ran is not None else "-",
@@ -246,64 +366,16 @@ def job_table(jobs: Iterable[Job], now: float | None = None) -> str:
                 _cut(command_line(job.spec), COMMAND_WIDTH),
             ]
         )
-    header = ["ID", "NAME", "OWNER", "STATE", "EXIT", "AGE", "TIME", "LABELS", "COMMAND"]
-    return table(header, rows)
+    return table(TABLE_HEADER, rows)
 
 
-def job_dict(job: Job) -> dict[str, Any]:
-    """A job as JSON-ready data: stable snake_case keys, enums as their lower-case values."""
-    spec = job.spec
-    limits = spec.limits
-    return {
-        "id": job.id,
-        "name": spec.name,
-        "labels": dict(spec.labels),
-        "owner": job.owner_name,
-        "command": spec.command,
-        "args": list(spec.args),
-        "state": job.state.value,
-        "queue_reason": job.queue_reason.value if job.queue_reason else None,
-        "end_reason": job.end_reason.value if job.end_reason else None,
-        "exit_code": job.exit_code,
-        "signal": job.signal,
-        "pid": job.pid,
-        "message": job.message,
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "ended_at": job.ended_at,
-        "idempotency_key": job.idempotency_key,
-        "facts": dict(job.facts),
-        "spec": {
-            "env": dict(spec.env),
-            "cwd": spec.cwd,
-            "timeout": spec.timeout,
-            "limits": {
-                "memory_max": limits.memory_max,
-                "memory_high": limits.memory_high,
-                "cpu": limits.cpu,
-                "cpu_weight": limits.cpu_weight,
-                "io_weight": limits.io_weight,
-                "pids_max": limits.pids_max,
-                "io": [
-                    {
-                        "device": io.device,
-                        "read_bps": io.read_bps,
-                        "write_bps": io.write_bps,
-                        "read_iops": io.read_iops,
-                        "write_iops": io.write_iops,
-                    }
-                    for io in limits.io
-                ],
-            },
-            "isolation": {"uid": spec.isolation.uid, "gid": spec.isolation.gid},
-            "options": dict(spec.options),
-            "priority": spec.priority,
-            "after": [{"job_id": d.job_id, "kind": d.kind.value} for d in spec.after],
-            "hold": spec.hold,
-            "begin_at": spec.begin_at,
-        },
-    }
+def job_dict(job: Job, usage: Mapping[str, int | float] | None = None) -> dict[str, Any]:
+    """A job as JSON-ready data: the library's record (:func:`worker_core.job_to_dict`), and
+    for a running or paused job, what it uses now under ``usage``."""
+    # Imported here: the records' converter (cattrs) is only needed for --json.
+    from worker_core import job_to_dict
 
-
-#: Job states a user may filter ``list`` on, by their command-line name.
-STATE_NAMES = {state.value: state for state in JobState}
+    data = job_to_dict(job)
+    if usage:
+        data["usage"] = dict(usage)
+    return data
