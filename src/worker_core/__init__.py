@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._config import Config, EngineSettings
 from ._errors import (
     AmbiguousJobId,
     ConfigError,
@@ -45,22 +44,36 @@ from ._model import (
     QueueReason,
 )
 from ._output import BOTH_STREAMS, Follower, StartAt, StartPosition, Stream
-from ._records import job_from_dict, job_to_dict
 
 if TYPE_CHECKING:
     from ._aio import AsyncEngine
+    from ._config import Config, EngineSettings
     from ._engine import Engine
+    from ._records import job_from_dict, job_to_dict
     from ._watch import JobWatcher
+
+# Imported when first asked for: the configuration pulls in cattrs and the TOML reader, the
+# engine threads and the launcher; `worker job get` needs neither (start-up time).
+_LAZY = {
+    "Config": "_config",
+    "EngineSettings": "_config",
+    "job_from_dict": "_records",
+    "job_to_dict": "_records",
+    "Engine": "_engine",
+    "AsyncEngine": "_engine",
+    "JobWatcher": "_engine",
+}
 
 
 def __getattr__(name: str) -> object:
-    # The engine pulls in threads and the launcher; import it only when asked for, so a plugin
-    # importing ``hookimpl`` stays cheap.
-    if name in {"Engine", "AsyncEngine", "JobWatcher"}:
-        from . import _engine
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'worker_core' has no attribute {name!r}")
+    import importlib
 
-        return getattr(_engine, name)
-    raise AttributeError(name)
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 
 __all__ = [
