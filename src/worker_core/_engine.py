@@ -129,6 +129,7 @@ class Engine:
         self._queue: Scheduler | None = None
         self._executor: Executor | None = None
         self._kick_pending = False
+        self._final: dict[str, Job] = {}
         self._started = False
         self._closed = False
         self._launcher: LauncherClient | None = None
@@ -315,7 +316,10 @@ class Engine:
             self._closed = True
             started = self._started
         if started:
-            self._stop_every(grace, EndReason.SHUTDOWN)
+            stopped = self._stop_every(grace, EndReason.SHUTDOWN)
+            # Clients still asking while the transports wind down (a `submit --wait` reading
+            # how its job ended) get these final records once the store is closed.
+            self._final = {job.id: job for job in stopped}
         try:
             # Plugins configured resources at construction (a parent cgroup, a lock): release
             # them even when the engine never started.
@@ -1059,7 +1063,17 @@ class Engine:
         entry = self._jobs.get(job_id)
         if entry is not None:
             return entry.job, entry
-        job = self._job_store().get(job_id)
+        final = self._final.get(job_id)
+        if final is not None:
+            return final, None
+        try:
+            job = self._job_store().get(job_id)
+        except StoreUnavailable as exc:
+            raise EngineClosed(f"the job store cannot be read now: {exc}") from exc
+        except Exception as exc:
+            if not self._closed:
+                raise
+            raise EngineClosed("the worker is shutting down") from exc
         if job is None:
             raise JobNotFound(job_id)
         entry = self._jobs.get(job_id)  # it may have ended (and left _jobs) meanwhile

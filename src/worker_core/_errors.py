@@ -80,10 +80,13 @@ ERROR_CODES: tuple[tuple[type[BaseException], str], ...] = (
     (NotImplementedError, "UNIMPLEMENTED"),
 )
 
+#: Errors from other modules, by class name, to keep this module free of imports.
+_BY_NAME = {"StoreUnavailable": "UNAVAILABLE"}
+
 
 def error_code(exc: BaseException) -> str | None:
     """The status name of a domain error (``"NOT_FOUND"``), or None outside the table."""
     for cls, code in ERROR_CODES:
         if isinstance(exc, cls):
             return code
-    return None
+    return _BY_NAME.get(type(exc).__name__)

@@ -17,6 +17,7 @@ from worker_core.plugin import (
     JobNotFound,
     PermissionDenied,
     ResourceExhausted,
+    StoreUnavailable,
 )
 
 #: Most specific first: the first class the error is an instance of decides.
@@ -27,6 +28,7 @@ STATUS_TABLE: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (EngineClosed, grpc.StatusCode.FAILED_PRECONDITION),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),  # a read while the store cannot answer
     (NotImplementedError, grpc.StatusCode.UNIMPLEMENTED),
 )
 
