@@ -128,22 +128,33 @@ def parse_begin(text: str, now: float | None = None) -> float:
     seconds = float(text) if _PLAIN_NUMBER.fullmatch(text) else parse_duration(text)
     if seconds is not None:
         return now + seconds
+    return iso_time(
+        text,
+        "a duration from now (30s, 10m, 2h, 1d) nor an ISO time "
+        "(2024-05-01T02:00, 2024-05-01T02:00:00+02:00)",
+    )
+
+
+def iso_time(text: str, instead: str) -> float:
+    """An ISO 8601 time (local unless it has an offset) in seconds since the epoch;
+    ``ValueError`` saying ``text`` is neither ``instead`` otherwise."""
     try:
         when = datetime.fromisoformat(text).timestamp()
     except (ValueError, OverflowError, OSError):
-        raise ValueError(
-            f"{text!r} is neither a duration from now (30s, 10m, 2h, 1d) nor an ISO time "
-            "(2024-05-01T02:00, 2024-05-01T02:00:00+02:00)"
-        ) from None
+        raise ValueError(f"{text!r} is neither {instead}") from None
     if when < 0:
         raise ValueError(f"{text!r} is before 1970")
     return when
 
 
-class BeginType(click.ParamType[float]):
-    """A start time: a duration from now or an ISO time; see :func:`parse_begin`."""
+class TimeType(click.ParamType[float]):
+    """A point in time parsed by ``parse`` (a duration from now or ago, or an ISO time); a
+    ``ValueError`` it raises is the usage error."""
 
     name = "when"
+
+    def __init__(self, parse: Callable[[str], float]) -> None:
+        self._parse = parse
 
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
@@ -151,7 +162,7 @@ class BeginType(click.ParamType[float]):
         if isinstance(value, float):
             return value
         try:
-            return parse_begin(str(value))
+            return self._parse(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
@@ -230,7 +241,7 @@ SIZE = SizeType()
 #: A positive duration (``--timeout``); :data:`GRACE` also takes 0.
 DURATION = DurationType()
 GRACE = DurationType(allow_zero=True)
-BEGIN = BeginType()
+BEGIN = TimeType(parse_begin)
 ENV_PAIR = PairType("K=V", _env_name_problem)
 OPTION_PAIR = PairType("PLUGIN.KEY=VALUE", _option_name_problem)
 IO_BPS = IORateType("bytes")

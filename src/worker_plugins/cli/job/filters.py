@@ -8,14 +8,10 @@ sent. What only the server can judge (a label key's full syntax) is the server's
 from __future__ import annotations
 
 import time
-from datetime import datetime
-from typing import Any
 
-import click
+from worker_plugins.cli.spec_options import PairType, TimeType, iso_time, parse_duration
 
-from worker_plugins.cli.spec_options import PairType, parse_duration
-
-__all__ = ["LABEL", "WHEN", "WhenType", "parse_duration", "parse_when"]
+__all__ = ["LABEL", "WHEN", "parse_duration", "parse_when"]
 
 
 def _label_key_problem(key: str) -> str | None:
@@ -34,33 +30,13 @@ def parse_when(text: str, now: float | None = None) -> float:
     if seconds is not None:
         # Longer ago than 1970 is the same as 1970 to a filter on record times.
         return max(0.0, (time.time() if now is None else now) - seconds)
-    try:
-        # A naive time is local, as a user typing it means.
-        when = datetime.fromisoformat(text.strip()).timestamp()
-    except (ValueError, OverflowError, OSError):
-        raise ValueError(
-            f"{text!r} is neither a duration ago (90s, 30m, 2h, 7d, 1w) nor an ISO time "
-            "(2024-05-01, 2024-05-01T12:00:00, 2024-05-01T12:00:00+02:00)"
-        ) from None
-    if when < 0:
-        raise ValueError(f"{text!r} is before 1970")
-    return when
+    # A naive time is local, as a user typing it means.
+    return iso_time(
+        text.strip(),
+        "a duration ago (90s, 30m, 2h, 7d, 1w) nor an ISO time "
+        "(2024-05-01, 2024-05-01T12:00:00, 2024-05-01T12:00:00+02:00)",
+    )
 
 
-class WhenType(click.ParamType[float]):
-    """A point in time, given as a duration ago or an ISO time; see :func:`parse_when`."""
-
-    name = "when"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> float:
-        if isinstance(value, float):
-            return value
-        try:
-            return parse_when(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-WHEN = WhenType()
+#: ``--created-after`` and the like: a duration ago or an ISO time (:func:`parse_when`).
+WHEN = TimeType(parse_when)
