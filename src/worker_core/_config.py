@@ -87,6 +87,9 @@ class EngineSettings:
     output_linger: float = attrs.field(default=2.0, validator=_non_negative)
     #: Seconds to wait for the launcher to start or answer a spawn request.
     launcher_timeout: float = attrs.field(default=10.0, validator=_non_negative)
+    #: Launcher processes at most (each forks jobs; more spawn in parallel on more cores).
+    #: One starts with the engine, the others when spawns overlap. 0: one per CPU, up to 8.
+    launchers: int = attrs.field(default=0, validator=_non_negative)
     #: Finished jobs kept (records and output); past it the oldest are removed. 0: no limit.
     max_finished_jobs: int = attrs.field(default=10_000, validator=_non_negative)
     #: Seconds a finished job is kept after it ended (default 30 days); 0 keeps them forever.

@@ -46,6 +46,7 @@ from ._errors import (
 from ._executor import Ended, Executor, LaunchFailed
 from ._jobstore import OUTPUT_BYTES_FACT, JobQuery, JobStore, StoreUnavailable
 from ._launcher import ExitReport, LauncherClient, LauncherDied, SpawnFailed
+from ._launchers import LauncherPool, default_size
 from ._model import (
     ACTIVE_STATES,
     WAITING_STATES,
@@ -132,8 +133,12 @@ class Engine:
         self._final: dict[str, Job] = {}
         self._started = False
         self._closed = False
-        self._launcher: LauncherClient | None = None
-        self._launcher_lock = threading.Lock()
+        self._launchers = LauncherPool(
+            default_size(self._settings.launchers),
+            self._on_exit,
+            self._on_launcher_death,
+            self._settings.launcher_timeout,
+        )
         self._store: OutputStore | None = None
         self._exit_is_cheap = False
         self._pump: OutputPump | None = None
@@ -185,8 +190,7 @@ class Engine:
             self._started = True
         try:
             if self._executor is None:
-                with self._lock:
-                    self._launcher = self._start_launcher()
+                self._launchers.start()
             else:
                 self._executor.start(_ExecutorEvents(self))
         except BaseException:
@@ -329,8 +333,7 @@ class Engine:
         if not started:
             self._close_stores()
             return
-        if self._launcher is not None:
-            self._launcher.shutdown()
+        self._launchers.shutdown()
         if self._executor is not None:
             try:
                 self._executor.close()
@@ -347,19 +350,6 @@ class Engine:
         self._timers.close()
         self._retry_unsaved()
         self._close_stores()
-
-    def _start_launcher(self) -> LauncherClient:
-        return LauncherClient(
-            self._on_exit, self._on_launcher_death, self._settings.launcher_timeout
-        )
-
-    def _live_launcher(self) -> LauncherClient:
-        """The launcher, restarted if it died (its jobs were already marked LOST)."""
-        with self._launcher_lock:
-            if self._launcher is None or not self._launcher.alive:
-                log.warning("starting a new launcher")
-                self._launcher = self._start_launcher()
-            return self._launcher
 
     def _check_open(self) -> None:
         if not self._started:
@@ -778,11 +768,13 @@ class Engine:
         for fd in (out_r, err_r):
             enlarge_pipe(fd)
         try:
+            launcher = self._launchers.pick()
             try:
-                pid, pidfd = self._live_launcher().spawn(job.id, message, out_w, err_w)
+                pid, pidfd = launcher.spawn(job.id, message, out_w, err_w)
             except LauncherDied as first:
-                log.warning("job %s: %s; retrying with a new launcher", job.id, first)
-                pid, pidfd = self._live_launcher().spawn(job.id, message, out_w, err_w)
+                log.warning("job %s: %s; retrying with another launcher", job.id, first)
+                launcher = self._launchers.pick()
+                pid, pidfd = launcher.spawn(job.id, message, out_w, err_w)
         except SpawnFailed as exc:
             os.close(out_r)
             os.close(err_r)
@@ -805,6 +797,7 @@ class Engine:
                 running = attrs.evolve(entry.job, pid=pid, started_at=started_at)
             self._publish(entry, running)
             entry.pidfd = pidfd
+            entry.launcher = launcher
             entry.spawned = True
         self._fire_events(entry)
         if previous is not JobState.PENDING:
@@ -867,13 +860,14 @@ class Engine:
         # Already on a finalizer thread: finish here rather than hop to another one.
         self._maybe_finalize(entry, inline=True)
 
-    def _on_launcher_death(self, reason: str) -> None:
-        """Reader thread: the launcher is gone; its jobs are killed and marked lost."""
+    def _on_launcher_death(self, launcher: LauncherClient, reason: str) -> None:
+        """Reader thread: a launcher is gone; its jobs are killed and marked lost."""
         log.error("%s; killing and marking its running jobs as lost", reason)
         for entry in list(self._jobs.values()):
             with entry.notifier:
                 if (
-                    not entry.spawned
+                    entry.launcher is not launcher
+                    or not entry.spawned
                     or entry.exit_report is not None
                     or entry.start_error
                     or entry.job.is_finished
@@ -1317,7 +1311,7 @@ class Engine:
             log.exception(
                 "job %s: signal_job hook failed; falling back to the process group", job.id
             )
-        launcher = self._launcher
+        launcher = entry.launcher
         if launcher is not None and launcher.alive:
             launcher.signal(job.pid, signum)
 
@@ -1439,7 +1433,7 @@ class Engine:
                 return
         except Exception:
             log.exception("job %s: freeze_job failed; using signals", job.id)
-        launcher = self._launcher
+        launcher = entry.launcher
         if job.pid is not None and launcher is not None and launcher.alive:
             launcher.signal(job.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
 

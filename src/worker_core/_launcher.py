@@ -63,12 +63,13 @@ class LauncherDied(FailedPrecondition):
 
 
 class LauncherClient:
-    """A running launcher process. ``on_exit`` and ``on_death`` are called on its reader thread."""
+    """A running launcher process. ``on_exit`` and ``on_death`` are called on its reader thread;
+    ``on_death`` gets this client and the reason."""
 
     def __init__(
         self,
         on_exit: Callable[[ExitReport], None],
-        on_death: Callable[[str], None],
+        on_death: Callable[[LauncherClient, str], None],
         timeout: float,
     ) -> None:
         self._on_exit = on_exit
@@ -121,6 +122,11 @@ class LauncherClient:
     def alive(self) -> bool:
         return not self._dead
 
+    @property
+    def in_flight(self) -> int:
+        """Requests sent and not yet answered (spawns whose child is still setting up)."""
+        return len(self._pending)
+
     def spawn(
         self, job_id: str, plan: dict[str, Any], stdout_w: int, stderr_w: int
     ) -> tuple[int, int]:
@@ -133,6 +139,8 @@ class LauncherClient:
             raise SpawnFailed(reply["stage"], reply["errno"], reply["error"])
         pid: int = reply["pid"]
         pidfd: int = reply["fds"][0]
+        if reply.get("placement"):
+            log.debug("job %s: placed in its cgroup by %s", job_id, reply["placement"])
         return pid, pidfd
 
     def signal(self, pid: int, signum: int) -> bool:
@@ -236,5 +244,6 @@ class LauncherClient:
         if not self._closing:
             code = self._process.poll()
             self._on_death(
-                f"the launcher process died (exit status {code})" if code is not None else reason
+                self,
+                f"the launcher process died (exit status {code})" if code is not None else reason,
             )

@@ -13,7 +13,10 @@ SCM_RIGHTS):
 - launcher -> engine: ``ready``, ``spawned``/``spawn_failed``, ``signalled``, ``exit``.
 
 The launcher is the only process that reaps jobs, and it handles one message at a time, so a
-``signal`` request is never delivered to a PID it has already reaped. When the engine's end of
+``signal`` request is never delivered to a PID it has already reaped. It never waits on one
+child: a forked child's setup (joining cgroups, making namespaces) runs while the launcher
+serves the next request, and the spawn is answered when the child's error pipe says how
+setup ended. The engine runs several launchers, so spawns proceed on every core. When the engine's end of
 the socket closes (the engine died), it kills every job and exits: nothing is orphaned.
 """
 
@@ -50,6 +53,10 @@ NAMESPACE_FLAGS = {
     "uts": CLONE_NEWUTS,
 }
 
+# clone3(2), Linux 5.3+ (CLONE_INTO_CGROUP 5.7+): one number on every architecture.
+SYS_CLONE3, CLONE_PIDFD, CLONE_INTO_CGROUP = 435, 0x1000, 0x200000000
+CGROUP2_FSTYPE = "cgroup2"
+
 PR_SET_PDEATHSIG = 1
 PR_CAPBSET_READ, PR_CAPBSET_DROP = 23, 24
 PR_SET_CHILD_SUBREAPER = 36
@@ -66,6 +73,10 @@ MAX_CAPABILITY = 63
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
+# clone3 through a handle that keeps the GIL held across the call: the child starts as an
+# exact copy of this single-threaded interpreter in the middle of a call, as after os.fork.
+_pylibc = ctypes.PyDLL(None, use_errno=True)
+_pylibc.syscall.restype = ctypes.c_long
 
 
 class _CapHeader(ctypes.Structure):
@@ -77,6 +88,22 @@ class _CapData(ctypes.Structure):
         ("effective", ctypes.c_uint32),
         ("permitted", ctypes.c_uint32),
         ("inheritable", ctypes.c_uint32),
+    ]
+
+
+class _CloneArgs(ctypes.Structure):
+    _fields_ = [
+        ("flags", ctypes.c_uint64),
+        ("pidfd", ctypes.c_uint64),
+        ("child_tid", ctypes.c_uint64),
+        ("parent_tid", ctypes.c_uint64),
+        ("exit_signal", ctypes.c_uint64),
+        ("stack", ctypes.c_uint64),
+        ("stack_size", ctypes.c_uint64),
+        ("tls", ctypes.c_uint64),
+        ("set_tid", ctypes.c_uint64),
+        ("set_tid_size", ctypes.c_uint64),
+        ("cgroup", ctypes.c_uint64),
     ]
 
 
@@ -252,7 +279,12 @@ def _limit_capability_sets(keep: list[int]) -> None:
 
 
 def _apply_plan(
-    plan: dict[str, Any], out_fd: int, err_fd: int, error_w: int, launcher_pid: int
+    plan: dict[str, Any],
+    cgroup_procs: list[str],
+    out_fd: int,
+    err_fd: int,
+    error_w: int,
+    launcher_pid: int,
 ) -> None:
     """Everything the job needs before exec; raises ChildSetupError naming the stage."""
     stage = "session"
@@ -266,9 +298,9 @@ def _apply_plan(
         if os.getppid() != launcher_pid:  # the launcher died between fork and prctl
             os._exit(1)
         # Join the cgroups first: from here on everything the job does, forks included, is
-        # accounted and limited.
+        # accounted and limited. (A cgroup v2 one it was cloned into is not in the list.)
         stage = "cgroup"
-        for procs in plan["cgroup_procs"]:
+        for procs in cgroup_procs:
             with open(procs, "w") as f:
                 f.write("0")
         stage = "oom_score_adj"
@@ -398,9 +430,16 @@ def _relay_init(init_pid: int, error_w: int) -> None:
     os._exit(os.waitstatus_to_exitcode(status))
 
 
-def _child(plan: dict[str, Any], out_fd: int, err_fd: int, error_w: int, launcher_pid: int) -> None:
+def _child(
+    plan: dict[str, Any],
+    cgroup_procs: list[str],
+    out_fd: int,
+    err_fd: int,
+    error_w: int,
+    launcher_pid: int,
+) -> None:
     try:
-        _apply_plan(plan, out_fd, err_fd, error_w, launcher_pid)
+        _apply_plan(plan, cgroup_procs, out_fd, err_fd, error_w, launcher_pid)
         err = ChildSetupError("exec", 0, "execve returned")
     except ChildSetupError as exc:
         err = exc
@@ -442,11 +481,69 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
+def _cgroup2_mounts() -> list[str]:
+    """Where cgroup v2 is mounted (``/proc/self/mountinfo``), longest first."""
+    mounts = []
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            # mount ID, parent, dev, root, mount point, options, optional fields..., -, type
+            dash = fields.index("-")
+            if fields[dash + 1] == CGROUP2_FSTYPE:
+                mounts.append(fields[4])
+    return sorted(mounts, key=len, reverse=True)
+
+
+class _Starting:
+    """A forked child between ``fork`` and ``execve``: its setup is in progress.
+
+    The launcher goes on serving other requests meanwhile; the child's close-on-exec error
+    pipe says how setup ended (EOF alone: it exec'd; bytes: a setup failure report).
+    """
+
+    __slots__ = (
+        "cgroup_procs",
+        "deadline",
+        "error_r",
+        "exit",
+        "job",
+        "pid",
+        "pidfd",
+        "placement",
+        "report",
+        "request",
+    )
+
+    def __init__(
+        self,
+        message: dict[str, Any],
+        pid: int,
+        pidfd: int,
+        error_r: int,
+        placement: str,
+    ) -> None:
+        self.request: int = message["id"]
+        self.job: str = message["job"]
+        self.cgroup_procs: list[str] = message["plan"]["cgroup_procs"]
+        self.pid, self.pidfd, self.error_r = pid, pidfd, error_r
+        self.deadline = time.monotonic() + CHILD_SETUP_TIMEOUT
+        self.report = b""
+        # (status, rusage) if the child was reaped before its pipe said how setup went.
+        self.exit: tuple[int, resource.struct_rusage] | None = None
+        self.placement = placement
+
+
 class Launcher:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.jobs: dict[int, dict[str, Any]] = {}  # pid -> {"job": id, "cgroup_procs": [...]}
+        self.starting: dict[int, _Starting] = {}
+        # Children that timed out in setup: killed, reported failed, reaped silently.
+        self.abandoned: set[int] = set()
+        self.sel = selectors.DefaultSelector()
         self.pid = os.getpid()
+        self._cgroup2: list[str] | None = None
+        self._clone3 = True  # until the kernel says it has no CLONE_INTO_CGROUP
         # Orphans of jobs (a daemon whose parent exited) are reparented here rather than to
         # init: they are reaped, and they are still found and killed when the engine goes.
         _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -458,64 +555,91 @@ class Launcher:
         for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_IGN)
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
         with contextlib.suppress(OSError):
-            self.sock.send(json.dumps(message).encode())
+            if fds:
+                socket.send_fds(self.sock, [json.dumps(message).encode()], fds)
+            else:
+                self.sock.send(json.dumps(message).encode())
 
     def run(self) -> None:
-        sel = selectors.DefaultSelector()
+        sel = self.sel
         sel.register(self.sock, selectors.EVENT_READ, "sock")
         sel.register(self.wake_r, selectors.EVENT_READ, "child")
         self.send({"op": "ready", "pid": self.pid})
         while True:
-            for key, _ in sel.select():
+            for key, _ in sel.select(self._next_deadline()):
                 if key.data == "child":
                     with contextlib.suppress(BlockingIOError):
                         while os.read(self.wake_r, 4096):
                             pass
                     self.reap()
-                    continue
-                try:
-                    data, fds = recv_with_fds(self.sock, MAX_MESSAGE, 4)
-                except (ConnectionResetError, InterruptedError):
-                    data, fds = b"", []
-                if not data:
-                    self.kill_everything()
+                elif isinstance(key.data, _Starting):
+                    self._setup_progress(key.data)
+                elif not self._serve_one():
                     return
-                message = json.loads(data)
-                op = message["op"]
-                if op == "spawn":
-                    self.spawn(message, fds)
-                elif op == "signal":
-                    for fd in fds:
-                        os.close(fd)
-                    self.signal(message)
-                elif op == "shutdown":
-                    self.kill_everything()
-                    self.send({"op": "bye"})
-                    return
+            self._expire_setups()
             # A SIGCHLD may have arrived while handling a message; reaping is cheap.
             self.reap()
+
+    def _serve_one(self) -> bool:
+        """Handle one request from the engine; False when the launcher must exit."""
+        try:
+            data, fds = recv_with_fds(self.sock, MAX_MESSAGE, 4)
+        except (ConnectionResetError, InterruptedError):
+            data, fds = b"", []
+        if not data:
+            self.kill_everything()
+            return False
+        message = json.loads(data)
+        op = message["op"]
+        if op == "spawn":
+            self.spawn(message, fds)
+        elif op == "signal":
+            for fd in fds:
+                os.close(fd)
+            self.signal(message)
+        elif op == "shutdown":
+            self.kill_everything()
+            self.send({"op": "bye"})
+            return False
+        return True
+
+    def _next_deadline(self) -> float | None:
+        if not self.starting:
+            return None
+        soonest = min(s.deadline for s in self.starting.values())
+        return max(0.0, soonest - time.monotonic())
+
+    # ------------------------------------------------------------------ spawning
 
     def spawn(self, message: dict[str, Any], fds: list[int]) -> None:
         out_fd, err_fd = fds
         plan = message["plan"]
-        if _needs_fork(plan):
-            pid, report = self._fork_and_apply(plan, out_fd, err_fd)
-        else:
+        try:
+            if _needs_fork(plan):
+                # Answered when the child's setup ends (see _setup_progress), not now: other
+                # requests are served while this child is setting itself up.
+                self._fork_and_apply(message, plan, out_fd, err_fd)
+                return
             pid, report = self._posix_spawn(plan, out_fd, err_fd)
-        os.close(out_fd)
-        os.close(err_fd)
+        finally:
+            os.close(out_fd)
+            os.close(err_fd)
         if report is not None:
             self.send({"op": "spawn_failed", "id": message["id"], "job": message["job"], **report})
             return
         # A pidfd, opened before the launcher could reap the PID, lets the engine kill the job
         # race-free even if this launcher dies (a posix_spawn'd job has no parent-death signal).
         pidfd = os.pidfd_open(pid)
-        self.jobs[pid] = {"job": message["job"], "cgroup_procs": plan["cgroup_procs"]}
-        reply = {"op": "spawned", "id": message["id"], "job": message["job"], "pid": pid}
-        with contextlib.suppress(OSError):
-            socket.send_fds(self.sock, [json.dumps(reply).encode()], [pidfd])
+        self._started(message["id"], message["job"], pid, pidfd, plan["cgroup_procs"], "")
+
+    def _started(
+        self, request: int, job: str, pid: int, pidfd: int, cgroup_procs: list[str], how: str
+    ) -> None:
+        self.jobs[pid] = {"job": job, "cgroup_procs": cgroup_procs}
+        reply = {"op": "spawned", "id": request, "job": job, "pid": pid, "placement": how}
+        self.send(reply, [pidfd])
         os.close(pidfd)
 
     def _posix_spawn(
@@ -548,55 +672,135 @@ class Launcher:
         return pid, None
 
     def _fork_and_apply(
-        self, plan: dict[str, Any], out_fd: int, err_fd: int
-    ) -> tuple[int, dict[str, Any] | None]:
+        self, message: dict[str, Any], plan: dict[str, Any], out_fd: int, err_fd: int
+    ) -> None:
         error_r, error_w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
+        to_write = list(plan["cgroup_procs"])
+        placement = ""
+        pid, pidfd = -1, -1
+        into = self._cgroup2_target(to_write)
+        if into is not None:
+            pid, pidfd = self._clone_into(into)
+            if pid >= 0:
+                to_write.remove(into)
+                placement = "clone3"
+        if pid < 0:
+            pid = os.fork()
         if pid == 0:
-            _child(plan, out_fd, err_fd, error_w, self.pid)
+            _child(plan, to_write, out_fd, err_fd, error_w, self.pid)
         os.close(error_w)
-        report = self._read_child_report(error_r, pid)
-        os.close(error_r)
-        if report is not None:
-            # The child never exec'd; it has exited (or is being killed). Reap it here so the
-            # engine never hears of it as a job exit.
-            self._reap_now(pid)
-        return pid, report
+        if pidfd < 0:
+            pidfd = os.pidfd_open(pid)
+        starting = _Starting(message, pid, pidfd, error_r, placement)
+        self.starting[pid] = starting
+        self.sel.register(error_r, selectors.EVENT_READ, starting)
 
-    def _read_child_report(self, error_r: int, pid: int) -> dict[str, Any] | None:
-        """Wait (bounded) for exec to close the pipe; any bytes written are a setup failure."""
-        deadline = time.monotonic() + CHILD_SETUP_TIMEOUT
-        data = b""
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                return {
+    def _cgroup2_target(self, cgroup_procs: list[str]) -> str | None:
+        """The plan's cgroup v2 ``cgroup.procs``, if it has one and clone3 can place a child."""
+        if not self._clone3 or not cgroup_procs:
+            return None
+        if self._cgroup2 is None:
+            self._cgroup2 = _cgroup2_mounts()
+        for procs in cgroup_procs:
+            if any(procs.startswith(mount.rstrip("/") + "/") for mount in self._cgroup2):
+                return procs
+        return None
+
+    def _clone_into(self, procs: str) -> tuple[int, int]:
+        """clone3 with CLONE_INTO_CGROUP: the child starts inside the cgroup v2 whose
+        ``cgroup.procs`` is ``procs``, with no write of its own and no instant outside it.
+
+        Returns (pid, pidfd) in the launcher, (0, -1) in the child, (-1, -1) when it cannot
+        (an old kernel, or the cgroup refuses: the fork path then writes ``cgroup.procs``
+        itself, and reports a failure with its reason).
+        """
+        try:
+            cgroup_fd = os.open(os.path.dirname(procs), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return -1, -1
+        pidfd = ctypes.c_int(-1)
+        args = _CloneArgs()
+        args.flags = CLONE_PIDFD | CLONE_INTO_CGROUP
+        args.pidfd = ctypes.addressof(pidfd)
+        args.exit_signal = signal.SIGCHLD
+        args.cgroup = cgroup_fd
+        pid = int(
+            _pylibc.syscall(
+                ctypes.c_long(SYS_CLONE3), ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args))
+            )
+        )
+        if pid == 0:
+            return 0, -1  # the child: setup closes this descriptor with every other one
+        err = ctypes.get_errno()
+        os.close(cgroup_fd)
+        if pid < 0:
+            if err in (errno.ENOSYS, errno.E2BIG, errno.EINVAL):
+                self._clone3 = False  # this kernel cannot: do not ask again
+            return -1, -1
+        return pid, pidfd.value
+
+    def _setup_progress(self, starting: _Starting) -> None:
+        """The child's error pipe is readable: a report, or EOF (setup over)."""
+        try:
+            part = os.read(starting.error_r, 65536)
+        except InterruptedError:
+            return
+        if part:
+            starting.report += part
+            return
+        self._setup_done(starting)
+
+    def _setup_done(self, starting: _Starting) -> None:
+        self.sel.unregister(starting.error_r)
+        os.close(starting.error_r)
+        del self.starting[starting.pid]
+        if starting.report:
+            # The child never exec'd; it has exited (or is exiting). Reap it here so the
+            # engine never hears of it as a job exit.
+            if starting.exit is None:
+                self._reap_now(starting.pid)
+            os.close(starting.pidfd)
+            try:
+                report: dict[str, Any] = json.loads(starting.report)
+            except ValueError:
+                error = starting.report.decode(errors="replace")
+                report = {"stage": "setup", "errno": 0, "error": error}
+            self.send({"op": "spawn_failed", "id": starting.request, "job": starting.job, **report})
+            return
+        self._started(
+            starting.request,
+            starting.job,
+            starting.pid,
+            starting.pidfd,
+            starting.cgroup_procs,
+            starting.placement,
+        )
+        if starting.exit is not None:  # it exec'd and was done before its pipe was read
+            self._report_exit(starting.pid, *starting.exit)
+
+    def _expire_setups(self) -> None:
+        """Kill and report children whose setup outlived its bound (stuck in the kernel)."""
+        now = time.monotonic()
+        for starting in [s for s in self.starting.values() if s.deadline <= now]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(starting.pid, signal.SIGKILL)
+            self.sel.unregister(starting.error_r)
+            os.close(starting.error_r)
+            os.close(starting.pidfd)
+            del self.starting[starting.pid]
+            if starting.exit is None:
+                self.abandoned.add(starting.pid)
+            error = f"the job did not start within {CHILD_SETUP_TIMEOUT:g}s"
+            self.send(
+                {
+                    "op": "spawn_failed",
+                    "id": starting.request,
+                    "job": starting.job,
                     "stage": "setup",
                     "errno": errno.ETIMEDOUT,
-                    "error": f"the job did not start within {CHILD_SETUP_TIMEOUT:g}s",
+                    "error": error,
                 }
-            sel = selectors.DefaultSelector()
-            sel.register(error_r, selectors.EVENT_READ)
-            ready = sel.select(remaining)
-            sel.close()
-            if not ready:
-                continue
-            try:
-                part = os.read(error_r, 65536)
-            except InterruptedError:
-                continue
-            if not part:
-                break
-            data += part
-        if not data:
-            return None
-        try:
-            report: dict[str, Any] = json.loads(data)
-        except ValueError:
-            report = {"stage": "setup", "errno": 0, "error": data.decode(errors="replace")}
-        return report
+            )
 
     def _reap_now(self, pid: int) -> None:
         while True:
@@ -607,6 +811,8 @@ class Launcher:
                 continue
             except ChildProcessError:
                 return
+
+    # ------------------------------------------------------------------ signals and exits
 
     def signal(self, message: dict[str, Any]) -> None:
         pid, signum = message["pid"], message["signum"]
@@ -636,8 +842,8 @@ class Launcher:
             if info is None or info.si_pid == 0:
                 return
             pid = info.si_pid
-            entry = self.jobs.pop(pid, None)
-            if entry is not None:
+            known = pid in self.jobs or pid in self.starting
+            if known:
                 # The job's main process is a zombie: its PID and process group cannot be
                 # reused yet, so killing what it left in its group is race-free.
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -646,20 +852,37 @@ class Launcher:
                 _, status, usage = os.wait4(pid, 0)
             except ChildProcessError:
                 continue
-            if entry is not None:
-                self.send(
-                    {
-                        "op": "exit",
-                        "job": entry["job"],
-                        "pid": pid,
-                        "status": status,
-                        "cpu_seconds": usage.ru_utime + usage.ru_stime,
-                        "max_rss_bytes": usage.ru_maxrss * 1024,
-                    }
-                )
+            self.abandoned.discard(pid)
+            starting = self.starting.get(pid)
+            if starting is not None:
+                # Its pipe has not been read to the end yet: the engine hears of the exit
+                # after the spawn reply (see _setup_done).
+                starting.exit = (status, usage)
+            elif pid in self.jobs:
+                self._report_exit(pid, status, usage)
+
+    def _report_exit(self, pid: int, status: int, usage: resource.struct_rusage) -> None:
+        entry = self.jobs.pop(pid, None)
+        if entry is None:
+            return
+        self.send(
+            {
+                "op": "exit",
+                "job": entry["job"],
+                "pid": pid,
+                "status": status,
+                "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                "max_rss_bytes": usage.ru_maxrss * 1024,
+            }
+        )
 
     def kill_everything(self) -> None:
         """The engine is gone or shutting down: no job may outlive it."""
+        for starting in list(self.starting.values()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(starting.pid, signal.SIGKILL)
+            for procs in starting.cgroup_procs:
+                self._kill_cgroup(procs)
         for pid, entry in list(self.jobs.items()):
             self._signal_tree(pid, signal.SIGKILL)
             for procs in entry["cgroup_procs"]:
@@ -669,16 +892,28 @@ class Launcher:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(orphan, signal.SIGKILL)
         deadline = time.monotonic() + 5.0
-        while self.jobs and time.monotonic() < deadline:
+        while (self.jobs or self.starting) and time.monotonic() < deadline:
             self.reap()
+            for starting in list(self.starting.values()):
+                if starting.exit is not None:
+                    self.sel.unregister(starting.error_r)
+                    os.close(starting.error_r)
+                    os.close(starting.pidfd)
+                    del self.starting[starting.pid]
             time.sleep(0.01)
 
     @staticmethod
     def _kill_cgroup(procs: str) -> None:
         for _ in range(20):
             try:
-                with open(procs) as f:
-                    pids = [int(line) for line in f if line.strip()]
+                # Non-blocking: a plan's path that is not a cgroup file (a FIFO) must not
+                # hang the launcher's last act.
+                fd = os.open(procs, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                try:
+                    text = os.read(fd, 1 << 20)
+                finally:
+                    os.close(fd)
+                pids = [int(line) for line in text.split() if line.strip().isdigit()]
             except OSError:
                 return
             if not pids:

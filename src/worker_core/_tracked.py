@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 
 from ._executor import Ended
-from ._launcher import ExitReport
+from ._launcher import ExitReport, LauncherClient
 from ._model import EndReason, Job, JobState
 from ._notify import Notifier
 from ._output import Stream
@@ -29,6 +29,7 @@ class TrackedJob:
     finalizing: bool = False
     stop_reason: EndReason | None = None
     pidfd: int | None = None  # refers to exactly this job's main process, even after a reap
+    launcher: LauncherClient | None = None  # the one that started it, reaps it, signals it
     kill_timer: Timer | None = None
     timeout_timer: Timer | None = None
     timeout_deadline: float | None = None  # monotonic; while running

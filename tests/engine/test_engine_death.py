@@ -21,7 +21,8 @@ SERVER = textwrap.dedent(
     engine = Engine().start()
     jobs = [engine.submit(JobSpec("/bin/sleep", args=["1000"])) for _ in range(2)]
     jobs.append(engine.submit(JobSpec("/bin/sleep", args=["1000"], cwd="/tmp")))  # fork path
-    print(engine._launcher.pid, *(job.pid for job in jobs), flush=True)
+    launchers = ",".join(str(c.pid) for c in engine._launchers.clients)
+    print(launchers, *(job.pid for job in jobs), flush=True)
     time.sleep(60)
     """
 )
@@ -34,7 +35,9 @@ def test_a_sigkilled_engine_leaves_no_job_behind(tmp_path: Path) -> None:
     pids: list[int] = []
     try:
         assert server.stdout is not None
-        launcher, *pids = (int(p) for p in server.stdout.readline().split())
+        first, *rest = server.stdout.readline().split()
+        launchers = [int(p) for p in first.split(",")]
+        pids = [int(p) for p in rest]
         assert len(pids) == 3 and all(alive(pid) for pid in pids)
     finally:
         server.kill()
@@ -43,16 +46,18 @@ def test_a_sigkilled_engine_leaves_no_job_behind(tmp_path: Path) -> None:
         # The launcher sees the engine's end of its socket close and kills every job (each
         # would sleep 1000 s): the bound is only about the kill happening at all.
         assert all(wait_dead(pid, 30) for pid in pids), "a job outlived its engine"
-        assert wait_dead(launcher, 30), "the launcher outlived its engine"
+        assert all(wait_dead(pid, 30) for pid in launchers), "a launcher outlived its engine"
     finally:
         for pid in pids:
             kill_if_alive(pid)
 
 
-def kill_launcher(engine: Engine) -> int:
-    pid = engine._launcher.pid  # type: ignore[union-attr]
-    os.kill(pid, signal.SIGKILL)
-    return pid
+def kill_launchers(engine: Engine) -> list[int]:
+    """SIGKILL every launcher the engine runs; their pids."""
+    pids = [client.pid for client in engine._launchers.clients]
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    return pids
 
 
 def test_a_killed_launcher_marks_its_running_jobs_lost_and_the_next_submit_works(
@@ -61,7 +66,7 @@ def test_a_killed_launcher_marks_its_running_jobs_lost_and_the_next_submit_works
     # The jobs would sleep 300 s: ending LOST well before is the launcher's death noticed.
     jobs = [engine.submit(JobSpec("/bin/sleep", args=["300"])) for _ in range(3)]
     finished = engine.wait(engine.submit(JobSpec("/bin/true")).id, 30)
-    old = kill_launcher(engine)
+    old = kill_launchers(engine)
     try:
         for job in jobs:
             lost = engine.wait(job.id, timeout=60)
@@ -72,7 +77,7 @@ def test_a_killed_launcher_marks_its_running_jobs_lost_and_the_next_submit_works
         again = engine.submit(JobSpec("/bin/echo", args=["again"]))
         assert engine.wait(again.id, 30).end_reason is EndReason.EXITED
         assert engine.output(again.id) == b"again\n"
-        assert engine._launcher.pid != old  # type: ignore[union-attr]
+        assert not {client.pid for client in engine._launchers.clients} & set(old)
     finally:
         for job in jobs:
             kill_if_alive(job.pid)  # type: ignore[arg-type]
@@ -81,7 +86,7 @@ def test_a_killed_launcher_marks_its_running_jobs_lost_and_the_next_submit_works
 def test_a_job_lost_with_its_launcher_is_killed(engine: Engine) -> None:
     job = engine.submit(JobSpec("/bin/sleep", args=["300"]))
     try:
-        kill_launcher(engine)
+        kill_launchers(engine)
         assert engine.wait(job.id, timeout=60).end_reason is EndReason.LOST
         assert wait_dead(job.pid, 30), "a LOST job is still running"  # type: ignore[arg-type]
     finally:
@@ -95,7 +100,7 @@ def test_a_fork_path_job_dies_with_its_launcher(engine: Engine) -> None:
     )
     read_lines(engine, job.id, 1)
     try:
-        kill_launcher(engine)
+        kill_launchers(engine)
         assert wait_dead(job.pid, 30)  # type: ignore[arg-type]
         assert engine.wait(job.id, 60).end_reason is EndReason.LOST
     finally:
@@ -105,7 +110,7 @@ def test_a_fork_path_job_dies_with_its_launcher(engine: Engine) -> None:
 def test_stopping_a_lost_job_returns_its_final_record(engine: Engine) -> None:
     job = engine.submit(JobSpec("/bin/sleep", args=["300"]))
     try:
-        kill_launcher(engine)
+        kill_launchers(engine)
         lost = engine.wait(job.id, 60)
         assert lost.end_reason is EndReason.LOST
         assert engine.stop(job.id, timeout=30) == lost

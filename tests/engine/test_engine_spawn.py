@@ -29,9 +29,12 @@ from worker_core._validation import DEFAULT_PATH
 
 
 def launcher_children(engine: Engine) -> list[int]:
-    pid = engine._launcher.pid  # type: ignore[union-attr]
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return [int(p) for p in text.split()]
+    children = []
+    for client in engine._launchers.clients:
+        pid = client.pid
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+        children.extend(int(p) for p in text.split())
+    return children
 
 
 # Says when it is past its own start-up (the dynamic loader briefly holds libc open).
