@@ -17,7 +17,9 @@ measurement (the targets must hold in each run).
     .venv/bin/python bench/bench_cli.py --compare-src /tmp/before/src   # an older tree's CLI
 
 ``--compare-src DIR`` measures the same commands with ``DIR`` first on ``PYTHONPATH`` (e.g.
-``git archive HEAD src | tar -x -C /tmp/before``), for before/after figures in one run.
+``git archive HEAD src | tar -x -C /tmp/before``), for before/after figures in one run: its
+commands take their turns in the same rounds, against the same floor, so a change of load
+affects both trees alike.
 """
 
 from __future__ import annotations
@@ -64,16 +66,20 @@ def timed(argv: Sequence[str], env: Mapping[str, str]) -> float:
 
 
 def measure(
-    commands: Mapping[str, Sequence[str]], env: Mapping[str, str], rounds: int
+    commands: Mapping[str, tuple[Sequence[str], Mapping[str, str]]],
+    env: Mapping[str, str],
+    rounds: int,
 ) -> dict[str, float]:
-    """Median seconds of each command (and the floor), interleaved round by round."""
+    """Median seconds of each command ``(argv, env)`` and of the floor, interleaved round by
+    round."""
     samples: dict[str, list[float]] = {name: [] for name in ("floor", *commands)}
-    for argv in (FLOOR, *commands.values()):  # warm the page cache
-        timed(argv, env)
+    timed(FLOOR, env)  # warm the page cache
+    for argv, command_env in commands.values():
+        timed(argv, command_env)
     for _ in range(rounds):
         samples["floor"].append(timed(FLOOR, env))
-        for name, argv in commands.items():
-            samples[name].append(timed(argv, env))
+        for name, (argv, command_env) in commands.items():
+            samples[name].append(timed(argv, command_env))
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
@@ -81,12 +87,12 @@ def rows(label: str, medians: Mapping[str, float]) -> list[Row]:
     floor = medians["floor"]
     result = [Row(f"{label}python -c 'import grpc'", "ms", floor * 1000, None, None, "floor", None)]
     for name, target in TARGETS.items():
-        ratio = medians[name] / floor
+        ratio = medians[f"{label}{name}"] / floor
         result.append(
             Row(
                 f"{label}{name}",
                 "ms",
-                medians[name] * 1000,
+                medians[f"{label}{name}"] * 1000,
                 floor * 1000,
                 ratio,
                 f"<= {target:g}x",
@@ -139,12 +145,18 @@ def main() -> int:
                 "worker run -- true": [WORKER, "run", "--", "true"],
             }
             os.chdir(directory)  # worker run runs its job here
+            measured = {name: (argv, env) for name, argv in commands.items()}
+            if args.compare_src is not None:
+                other = {**env, "PYTHONPATH": str(args.compare_src.resolve())}
+                measured.update(
+                    {f"compared: {name}": (argv, other) for name, argv in commands.items()}
+                )
             failed = False
             for run in range(1, args.runs + 1):
-                table = rows("", measure(commands, env, args.rounds))
+                medians = measure(measured, env, args.rounds)
+                table = rows("", medians)
                 if args.compare_src is not None:
-                    other = {**env, "PYTHONPATH": str(args.compare_src.resolve())}
-                    table += rows("compared: ", measure(commands, other, args.rounds))
+                    table += rows("compared: ", medians)
                 print(f"\nrun {run} of {args.runs} ({args.rounds} rounds, medians)")
                 print_table(table)
                 failed |= any(row.passed is False for row in table if "compared" not in row.name)

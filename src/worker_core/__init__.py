@@ -29,32 +29,53 @@ from ._errors import (
     ResourceExhausted,
     WorkerError,
 )
-from ._hookspecs import PROJECT_NAME, hookimpl
-from ._model import (
-    Dependency,
-    DependencyKind,
-    EndReason,
-    IOLimit,
-    Isolation,
-    Job,
-    JobSpec,
-    JobState,
-    Limits,
-    Principal,
-    QueueReason,
-)
-from ._output import BOTH_STREAMS, Follower, StartAt, StartPosition, Stream
 
 if TYPE_CHECKING:
     from ._aio import AsyncEngine
     from ._config import Config, EngineSettings
     from ._engine import Engine
+    from ._hookspecs import PROJECT_NAME, hookimpl
+    from ._model import (
+        Dependency,
+        DependencyKind,
+        EndReason,
+        IOLimit,
+        Isolation,
+        Job,
+        JobSpec,
+        JobState,
+        Limits,
+        Principal,
+        QueueReason,
+    )
+    from ._output import BOTH_STREAMS, Follower, StartAt, StartPosition, Stream
     from ._records import job_from_dict, job_to_dict
     from ._watch import JobWatcher
 
-# Imported when first asked for: the configuration pulls in cattrs and the TOML reader, the
-# engine threads and the launcher; `worker job get` needs neither (start-up time).
+# Everything but the errors is imported when first asked for: the model and the output types
+# are attrs classes, the hook marker is pluggy's, the configuration pulls in cattrs and the
+# TOML reader, the engine its threads and the launcher. `worker job get` needs none of them,
+# and attrs and pluggy alone would be a sixth of its start-up.
 _LAZY = {
+    "PROJECT_NAME": "_hookspecs",
+    "hookimpl": "_hookspecs",
+    **dict.fromkeys(
+        (
+            "Dependency",
+            "DependencyKind",
+            "EndReason",
+            "IOLimit",
+            "Isolation",
+            "Job",
+            "JobSpec",
+            "JobState",
+            "Limits",
+            "Principal",
+            "QueueReason",
+        ),
+        "_model",
+    ),
+    **dict.fromkeys(("BOTH_STREAMS", "Follower", "StartAt", "StartPosition", "Stream"), "_output"),
     "Config": "_config",
     "EngineSettings": "_config",
     "job_from_dict": "_records",
@@ -74,6 +95,10 @@ def __getattr__(name: str) -> object:
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 __all__ = [

@@ -1,17 +1,22 @@
 """The ``worker`` program: a click group whose commands all come from plugins.
 
 ``serve`` (the engine and its transports), ``job`` (the remote client), ``run`` (a local
-job), ``certs`` and ``plugins`` are each registered by a plugin through the
+job), ``certs`` and ``plugins`` are each registered by a built-in plugin through the
 ``register_commands`` hook, the same way a third-party plugin adds its own.
 
-A plugin is loaded only when one of its commands runs: the built-in commands are known by
-name (:data:`BUILTIN_COMMANDS`), so ``worker --help`` and ``worker job get`` import neither
-``serve`` nor ``certs``; third-party plugins are loaded when the list of commands is
-needed (``--help``) or a command is not a built-in one.
+Start-up imports only what the command run needs. The built-in commands are known by name
+(:data:`BUILTIN_COMMANDS`, with where each is defined): ``worker --help`` lists them without
+importing any, and running one imports that command and nothing else: no entry-point scan,
+no plugin manager (pluggy), none of the model's attrs classes, so ``worker job get`` costs
+little more than gRPC's own import. A test holds the table to what the built-in plugins
+register. Third-party plugins are loaded, through their entry points and a plugin manager,
+when the list of commands is needed (``--help``, completion) or a command is not a built-in
+one; ``worker plugins`` loads and reports every plugin.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
@@ -20,60 +25,74 @@ from typing import NamedTuple, NoReturn
 
 import click
 
-from . import _plugins as plugin_loading
 from ._errors import PluginError
 from ._logs import LOG_FORMATS, configure_logging
 
 
 class BuiltinCommand(NamedTuple):
-    """A command a built-in plugin adds, as ``worker --help`` lists it before loading it."""
+    """A command a built-in plugin adds, as ``worker`` finds it without loading the plugin."""
 
     #: The plugin (entry-point name) whose ``register_commands`` adds the command.
     plugin: str
+    #: Where the command is defined, ``module:attribute`` (the object the plugin adds).
+    command: str
     #: The command's own short help (a test keeps the two the same).
     summary: str
 
 
-#: The distribution whose plugins :data:`BUILTIN_COMMANDS` describes.
-BUILTIN_DISTRIBUTION = plugin_loading.DISTRIBUTION
-
-#: The commands of the built-in plugins, by name: listing them loads nothing, and running one
-#: loads only its plugin, through its entry point, which registers it as any plugin does.
+#: The commands of the built-in plugins, by name: listing them imports nothing, and running
+#: one imports only the command (a test checks that each is what its plugin registers).
 BUILTIN_COMMANDS: dict[str, BuiltinCommand] = {
-    "certs": BuiltinCommand("certs", "Make the CA and the certificates for mutual TLS."),
+    "certs": BuiltinCommand(
+        "certs",
+        "worker_plugins.certs.commands:certs_group",
+        "Make the CA and the certificates for mutual TLS.",
+    ),
     "job": BuiltinCommand(
-        "jobcli", "Submit, inspect, stop and follow jobs on a worker server (over mutual TLS)."
+        "jobcli",
+        "worker_plugins.cli.job.group:job_group",
+        "Submit, inspect, stop and follow jobs on a worker server (over mutual TLS).",
     ),
     "plugins": BuiltinCommand(
-        "inspect", "List installed plugins, where each comes from and which hooks it implements."
+        "inspect",
+        "worker_plugins.cli.plugins:plugins_command",
+        "List installed plugins, where each comes from and which hooks it implements.",
     ),
-    "run": BuiltinCommand("local", "Run a command as a confined job here and stream its output."),
-    "serve": BuiltinCommand("serve", "Serve the job API over mutual TLS until SIGTERM or SIGINT."),
+    "run": BuiltinCommand(
+        "local",
+        "worker_plugins.cli.run:run_command",
+        "Run a command as a confined job here and stream its output.",
+    ),
+    "serve": BuiltinCommand(
+        "serve",
+        "worker_plugins.serve.command:serve_command",
+        "Serve the job API over mutual TLS until SIGTERM or SIGINT.",
+    ),
 }
 
 
-class PluginCommands(click.Group):
-    """A group whose commands plugins add through ``register_commands``, each plugin loaded
-    when first needed rather than all at start-up.
+def builtin_command(name: str) -> click.Command:
+    """Import the built-in command ``name`` (of :data:`BUILTIN_COMMANDS`) from where it is
+    defined."""
+    module, _, attribute = BUILTIN_COMMANDS[name].command.partition(":")
+    command: click.Command = getattr(importlib.import_module(module), attribute)
+    return command
 
-    A built-in command loads its own plugin and nothing else. Listing the commands
-    (``--help``, shell completion) or a name no built-in has loads every third-party plugin,
-    so their commands are listed and run as before. A plugin that fails to load is reported
-    on stderr and skipped, so one broken third-party plugin cannot take the whole command
-    line down (``worker plugins`` shows the error).
+
+class PluginCommands(click.Group):
+    """A group whose commands plugins add through ``register_commands``, each loaded when
+    first needed rather than all at start-up.
+
+    A built-in command is imported from where :data:`BUILTIN_COMMANDS` says, and nothing
+    else is. Listing the commands (``--help``, shell completion) or a name no built-in has
+    loads every third-party plugin, so their commands are listed and run as before. A plugin
+    that fails to load is reported on stderr and skipped, so one broken third-party plugin
+    cannot take the whole command line down (``worker plugins`` shows the error).
     """
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._registered: set[str] = set()
-
-    def _builtin(self, name: str) -> BuiltinCommand | None:
-        """The built-in command ``name`` if its plugin is installed (and is the built-in one)."""
-        command = BUILTIN_COMMANDS.get(name)
-        if command is None:
-            return None
-        info = plugin_loading.installed_plugins().get(command.plugin)
-        return command if info and info.distribution == BUILTIN_DISTRIBUTION else None
 
     def register_plugins(self, names: Iterable[str]) -> None:
         """Load these plugins (each once) and let them add their commands to this group."""
@@ -81,6 +100,10 @@ class PluginCommands(click.Group):
         if not pending:
             return
         self._registered.update(pending)
+        # Imported here: loading plugins takes pluggy and attrs, which a built-in command
+        # does not need.
+        from . import _plugins as plugin_loading
+
         pm = plugin_loading.make_plugin_manager()
         for name in pending:
             try:
@@ -93,27 +116,26 @@ class PluginCommands(click.Group):
 
     def register_third_party(self) -> None:
         """Load every installed plugin that is not a built-in one (they may add commands)."""
-        installed = plugin_loading.installed_plugins()
+        from ._plugins import DISTRIBUTION, installed_plugins
+
         self.register_plugins(
-            name for name, info in installed.items() if info.distribution != BUILTIN_DISTRIBUTION
+            name for name, info in installed_plugins().items() if info.distribution != DISTRIBUTION
         )
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self.register_third_party()
-        builtins = [name for name in BUILTIN_COMMANDS if self._builtin(name)]
-        return sorted({*self.commands, *builtins})
+        return sorted({*self.commands, *BUILTIN_COMMANDS})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands:
-            builtin = self._builtin(cmd_name)
-            if builtin is not None:
-                self.register_plugins([builtin.plugin])
-            if cmd_name not in self.commands:
+            if cmd_name in BUILTIN_COMMANDS:
+                self.add_command(builtin_command(cmd_name), cmd_name)
+            else:
                 self.register_third_party()
         return self.commands.get(cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        """As click's, but a built-in command not loaded yet is listed from its summary."""
+        """As click's, but a built-in command not imported yet is listed from its summary."""
         names = self.list_commands(ctx)
         limit = formatter.width - 6 - max((len(name) for name in names), default=0)
         rows: list[tuple[str, str]] = []
@@ -122,13 +144,25 @@ class PluginCommands(click.Group):
             if command is not None:
                 if not command.hidden:
                     rows.append((name, command.get_short_help_str(limit)))
-            elif (builtin := self._builtin(name)) is not None:
+            else:
                 # Shortened as click shortens a loaded command's help.
-                summary = click.Command(name, help=builtin.summary).get_short_help_str(limit)
-                rows.append((name, summary))
+                summary = BUILTIN_COMMANDS[name].summary
+                rows.append((name, click.Command(name, help=summary).get_short_help_str(limit)))
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+
+def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """``--version``: the distribution's version (``importlib.metadata``, read only then)."""
+    if not value or ctx.resilient_parsing:
+        return
+    import importlib.metadata
+
+    from ._plugins import DISTRIBUTION
+
+    click.echo(f"worker {importlib.metadata.version(DISTRIBUTION)}", color=ctx.color)
+    ctx.exit()
 
 
 @click.group(
@@ -145,8 +179,13 @@ class PluginCommands(click.Group):
     show_envvar=True,
     help="Log lines on stderr as text or as JSON objects, one a line.",
 )
-@click.version_option(
-    package_name=plugin_loading.DISTRIBUTION, prog_name="worker", message="%(prog)s %(version)s"
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_show_version,
+    help="Show the version and exit.",
 )
 def cli(verbose: int, log_format: str) -> None:
     """Run confined jobs locally or on a server; follow their output live.
@@ -161,7 +200,7 @@ def cli(verbose: int, log_format: str) -> None:
 
 
 def build_cli() -> click.Group:
-    """The ``worker`` group. Its commands' plugins load when a command needs them (see
+    """The ``worker`` group. Its commands load when a command needs them (see
     :class:`PluginCommands`), so building it imports no plugin."""
     return cli
 

@@ -16,9 +16,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
-import pty
 import re
-import select
 import signal
 import subprocess
 import time
@@ -30,6 +28,7 @@ from cgroup_helpers import force_remove_parent, require_root, unique_parent
 from cli_server import TIMEOUT, WORKER, RealServer, one_line_error, real_server
 from grpc_harness import wait_for
 from helpers import alive, wait_dead
+from terminal import run_with_stderr_on_a_terminal
 
 from worker_core import Job, JobSpec, job_to_dict
 from worker_core._plugins import DISTRIBUTION
@@ -397,36 +396,10 @@ def test_the_first_ctrl_c_of_run_stops_the_job_and_the_second_kills_it(tmp_path:
             process.wait(10)
 
 
-def _stderr_on_a_terminal(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
-    """Run ``argv`` with stderr on a pseudo-terminal (stdout piped); its status and stderr."""
-    main, secondary = pty.openpty()
-    try:
-        process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=secondary)
-        os.close(secondary)
-        chunks = []
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([main], [], [], 0.5)
-            if ready:
-                try:
-                    data = os.read(main, 4096)
-                except OSError:  # the other end closed: the process is gone
-                    break
-                if not data:
-                    break
-                chunks.append(data)
-            elif process.poll() is not None:
-                break
-        status = process.wait(TIMEOUT)
-    finally:
-        os.close(main)
-    return status, b"".join(chunks).decode()
-
-
 def test_stop_at_a_terminal_says_what_it_waits_for(server: RealServer) -> None:
     job_id = server.submit("--", "sleep", "30")
     wait_for(lambda: "running" in server.ok("get", job_id), timeout=30, what="it to run")
-    status, said = _stderr_on_a_terminal(
+    status, _, said = run_with_stderr_on_a_terminal(
         [WORKER, "job", "stop", "--grace", "5s", job_id], server.env()
     )
     assert status == 0

@@ -3,6 +3,10 @@
 Each check runs the real program in a fresh process and asks it afterwards which modules it
 imported (``sys.modules`` at exit), or counts the entry-point scans. No timing is asserted:
 ``bench/bench_cli.py`` measures how long the same commands take.
+
+The built-in commands are imported from :data:`BUILTIN_COMMANDS` without their plugins, so
+the table is checked here against what the plugins register, and the views ``worker job``
+prints (read from the wire without the model) against the library's records.
 """
 
 from __future__ import annotations
@@ -32,24 +36,46 @@ from worker_core import (
     Principal,
     QueueReason,
 )
-from worker_core._plugins import installed_plugins, load_plugins, make_plugin_manager
-from worker_core.cli import BUILTIN_COMMANDS, BUILTIN_DISTRIBUTION, build_cli
+from worker_core._plugins import DISTRIBUTION, installed_plugins, load_plugins, make_plugin_manager
+from worker_core.cli import BUILTIN_COMMANDS, build_cli, builtin_command
 from worker_plugins.cli.job import wire
 from worker_plugins.cli.job.commands import SUBCOMMANDS, job_group
+from worker_plugins.cli.job.view import (
+    DEPENDENCY_KINDS,
+    END_REASONS,
+    QUEUE_REASONS,
+    STATES,
+    record_of,
+    view_of,
+)
 from worker_plugins.grpc_transport import convert
 
 #: Runs ``worker ARGV`` as the program does, then prints the modules imported and the number
-#: of entry-point scans as JSON on stderr's last line.
+#: of entry-point scans as JSON on stderr's last line. The scans are counted by wrapping
+#: ``_plugins._scan`` once that module is imported, if it is: importing it here would import
+#: what the probe is there to see (pluggy, attrs).
 PROBE = textwrap.dedent(
     """
     import atexit, json, sys
-    import worker_core._plugins as plugins
+    import importlib.abc, importlib.util
     scans = []
-    real_scan = plugins._scan
-    def counted(*args):
-        scans.append(1)
-        return real_scan(*args)
-    plugins._scan = counted
+    class CountScans(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name != "worker_core._plugins":
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.util.find_spec(name)
+            real_exec = spec.loader.exec_module
+            def exec_module(module):
+                real_exec(module)
+                real_scan = module._scan
+                def counted(*args):
+                    scans.append(1)
+                    return real_scan(*args)
+                module._scan = counted
+            spec.loader.exec_module = exec_module
+            return spec
+    sys.meta_path.insert(0, CountScans())
     def report():
         found = {"modules": sorted(sys.modules), "scans": len(scans)}
         print(json.dumps(found), file=sys.stderr)
@@ -97,21 +123,63 @@ def test_help_loads_no_built_in_command_plugin_and_neither_grpc_nor_cryptography
         assert not imported(modules, package), package
 
 
-def test_job_get_imports_grpc_but_not_cryptography_nor_the_other_commands(
+#: What ``worker job get``, ``list`` and ``stop`` do without: the plugin machinery (pluggy, the
+#: entry points), the model's attrs classes, the records' converter, the TOML reader (no
+#: client config here), the certificate checks (only after a failed connection), the server's
+#: side of the wire and every other command.
+NOT_FOR_A_CLIENT = (
+    "attr", "attrs", "pluggy", "cattrs", "cryptography", "tomllib", "importlib.metadata",
+    "worker_core._plugins", "worker_core._hookspecs", "worker_core._model", "worker_core._output",
+    "worker_core._config", "worker_core._engine", "worker_core.plugin",
+    "worker_plugins.grpc_transport.convert", "worker_plugins.grpc_transport.servicer",
+    "worker_plugins.grpc_transport.server", "worker_plugins.serve", "worker_plugins.certs",
+    "worker_plugins.cli.job.commands", "worker_plugins.cli.job.submitting",
+    "worker_plugins.cli.job.tailing", "worker_plugins.cli.spec_options", "worker_plugins.cli.run",
+)  # fmt: skip
+
+
+def test_job_get_imports_grpc_and_no_plugin_machinery_model_or_cryptography(
     server: RealServer,
 ) -> None:
     job_id = server.submit("--", "true")
     server.ok("wait", job_id)
     done, modules, scans = probe("job", "get", job_id, env=server.env())
     assert done.returncode == 0, done.stderr
-    assert job_id in done.stdout
-    assert scans == 1
+    assert job_id in done.stdout and "state:     exited" in done.stdout
+    assert scans == 0, "a built-in command scanned the entry points"
     assert imported(modules, "grpc")
-    for package in ("cryptography", "worker_plugins.serve", "worker_plugins.certs",
-                    "worker_core._engine", "worker_core.plugin", "worker_plugins.grpc_transport.convert",
-                    "worker_plugins.cli.job.submitting", "worker_plugins.cli.job.controlling",
-                    "worker_plugins.cli.run"):  # fmt: skip
+    for package in (*NOT_FOR_A_CLIENT, "worker_plugins.cli.job.controlling"):
         assert not imported(modules, package), package
+
+
+@pytest.mark.parametrize("argv", [("list",), ("list", "--state", "exited"), ("stop", "{id}")])
+def test_job_list_and_stop_import_no_more_than_get(
+    server: RealServer, argv: tuple[str, ...]
+) -> None:
+    job_id = server.submit("--", "true")
+    server.ok("wait", job_id)
+    done, modules, scans = probe("job", *(arg.format(id=job_id) for arg in argv), env=server.env())
+    assert done.returncode == 0, done.stderr
+    assert job_id in done.stdout
+    assert scans == 0
+    for package in NOT_FOR_A_CLIENT:
+        assert not imported(modules, package), package
+
+
+def test_job_get_json_is_the_librarys_record(server: RealServer) -> None:
+    # --json prints the library's record: the one command that builds it.
+    job_id = server.submit(
+        "--name", "n", "--timeout", "1m", "--label", "team=x", "--label", "a=b", "--", "true"
+    )
+    server.ok("wait", job_id)
+    done, modules, _ = probe("job", "get", "--json", job_id, env=server.env())
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert (record["id"], record["state"], record["end_reason"]) == (job_id, "ended", "exited")
+    assert (record["spec"]["name"], record["spec"]["timeout"]) == ("n", 60.0)
+    # In one order, whatever order the wire's map had in this process.
+    assert list(record["spec"]["labels"].items()) == [("a", "b"), ("team", "x")]
+    assert imported(modules, "worker_core._model") and not imported(modules, "pluggy")
 
 
 def test_a_refused_handshake_still_explains_the_client_certificate(
@@ -140,7 +208,7 @@ def test_run_scans_the_entry_points_once() -> None:
 def test_the_built_in_table_is_what_the_built_in_plugins_register() -> None:
     registered: dict[str, str] = {}
     for name, info in installed_plugins().items():
-        if info.distribution != BUILTIN_DISTRIBUTION:
+        if info.distribution != DISTRIBUTION:
             continue
         pm = make_plugin_manager()
         load_plugins(pm, [name])
@@ -149,6 +217,8 @@ def test_the_built_in_table_is_what_the_built_in_plugins_register() -> None:
         for command_name, command in group.commands.items():
             registered[command_name] = name
             assert command.get_short_help_str(200) == BUILTIN_COMMANDS[command_name].summary
+            # What `worker COMMAND` imports without the plugin is what the plugin adds.
+            assert builtin_command(command_name) is command
     assert registered == {name: command.plugin for name, command in BUILTIN_COMMANDS.items()}
 
 
@@ -264,9 +334,32 @@ def test_wire_reads_records_as_convert_does(job: Job) -> None:
     message = convert.job_to_pb(job)
     assert wire.job_from_pb(message) == convert.job_from_pb(message)
     assert wire.spec_to_pb(job.spec) == convert.spec_to_pb(job.spec)
+    # The view the commands print is the record's, and back.
+    view = wire.view_from_pb(message)
+    assert view == view_of(convert.job_from_pb(message)) == view_of(job)
+    assert record_of(view) == job
+    assert list(view.facts) == sorted(job.facts)  # a protobuf map's order is arbitrary
     message.usage.update({"cpu_seconds": 1.5, "memory_current": 4096})
     assert wire.usage_from_pb(message) == {"cpu_seconds": 1.5, "memory_current": 4096}
     assert isinstance(wire.usage_from_pb(message)["memory_current"], int)
+
+
+def test_the_views_words_are_the_models_enum_values() -> None:
+    assert tuple(state.value for state in JobState) == STATES
+    assert tuple(reason.value for reason in EndReason) == END_REASONS
+    assert tuple(reason.value for reason in QueueReason) == QUEUE_REASONS
+    assert tuple(kind.value for kind in DependencyKind) == DEPENDENCY_KINDS
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("state", 99), ("end_reason", 99), ("queue_reason", 99)],
+)
+def test_a_newer_servers_state_or_reason_reads_leniently(field: str, value: int) -> None:
+    message = convert.job_to_pb(jobs()[1])
+    setattr(message, field, value)  # an enum value this client's proto does not name
+    view = wire.view_from_pb(message)
+    assert getattr(view, field) == {"state": "pending"}.get(field)
 
 
 def test_build_cli_still_builds_the_whole_command_line() -> None:

@@ -27,18 +27,14 @@ def test_flags_win_over_everything(tmp_path: Path) -> None:
     flags = ConnectionFlags("flag-host:1", "/f/ca", "/f/cert", "/f/key", str(config))
     settings = resolve(flags, ENV)
     assert settings.server == "flag-host:1"
-    assert (str(settings.tls.ca), str(settings.tls.cert), str(settings.tls.key)) == (
-        "/f/ca",
-        "/f/cert",
-        "/f/key",
-    )
+    assert (settings.tls.ca, settings.tls.cert, settings.tls.key) == ("/f/ca", "/f/cert", "/f/key")
 
 
 def test_environment_wins_over_the_file(tmp_path: Path) -> None:
     config = write_client_config(tmp_path / "c.toml", server="file-host:3", ca="ca.pem")
     settings = resolve(ConnectionFlags(client_config=str(config)), ENV)
     assert settings.server == "env-host:2"
-    assert str(settings.tls.ca) == "/env/ca.pem"
+    assert settings.tls.ca == "/env/ca.pem"
 
 
 def test_file_paths_are_relative_to_the_file(tmp_path: Path) -> None:
@@ -51,18 +47,18 @@ def test_file_paths_are_relative_to_the_file(tmp_path: Path) -> None:
     )
     settings = resolve(ConnectionFlags(client_config=str(config)), {})
     assert settings.server == "file-host:3"
-    assert settings.tls.ca == tmp_path / "conf" / "certs" / "ca.pem"
-    assert settings.tls.cert == Path("/abs/alice.pem")
-    assert settings.tls.key == tmp_path / "conf" / "alice.key"
+    assert settings.tls.ca == str(tmp_path / "conf" / "certs" / "ca.pem")
+    assert settings.tls.cert == "/abs/alice.pem"
+    assert settings.tls.key == str(tmp_path / "conf" / "alice.key")
 
 
 def test_config_file_from_the_environment_and_the_default_place(tmp_path: Path) -> None:
     named = write_client_config(tmp_path / "named.toml", ca="a", cert="b", key="c")
     settings = resolve(ConnectionFlags(), {"WORKER_CLIENT_CONFIG": str(named)})
-    assert settings.tls.ca == tmp_path / "a"
+    assert settings.tls.ca == str(tmp_path / "a")
     write_client_config(tmp_path / "xdg" / "worker" / "client.toml", ca="a", cert="b", key="c")
     settings = resolve(ConnectionFlags(), {"XDG_CONFIG_HOME": str(tmp_path / "xdg")})
-    assert settings.tls.key == tmp_path / "xdg" / "worker" / "c"
+    assert settings.tls.key == str(tmp_path / "xdg" / "worker" / "c")
 
 
 def test_defaults_and_the_missing_certificate_message(tmp_path: Path) -> None:

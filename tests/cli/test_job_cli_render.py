@@ -1,4 +1,9 @@
-"""The human views of ``worker job``: durations, outcomes, the list table."""
+"""The human views of ``worker job``: durations, outcomes, the list table.
+
+The jobs are the library's records, shown through their views (``view_of``) as ``worker
+run`` shows its engine's; the client reads the same views from the wire (a test in
+``test_cli_startup`` holds the two readings together).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import pytest
 from worker_core import EndReason, Job, JobSpec, JobState, Principal
 from worker_plugins.cli.job.follow import exit_status
 from worker_plugins.cli.job.render import duration, job_table, outcome, status_line
+from worker_plugins.cli.job.view import JobView, view_of
 
 
 @pytest.mark.parametrize(
@@ -17,17 +23,19 @@ def test_duration(seconds: float, text: str) -> None:
     assert duration(seconds) == text
 
 
-def _ended(reason: EndReason, **changes: object) -> Job:
-    return Job(
-        id="j1",
-        owner=Principal("alice"),
-        spec=JobSpec("sleep", ("30",), timeout=2),
-        state=JobState.ENDED,
-        end_reason=reason,
-        created_at=100.0,
-        started_at=100.0,
-        ended_at=103.0,
-        **changes,  # type: ignore[arg-type]
+def _ended(reason: EndReason, **changes: object) -> JobView:
+    return view_of(
+        Job(
+            id="j1",
+            owner=Principal("alice"),
+            spec=JobSpec("sleep", ("30",), timeout=2),
+            state=JobState.ENDED,
+            end_reason=reason,
+            created_at=100.0,
+            started_at=100.0,
+            ended_at=103.0,
+            **changes,  # type: ignore[arg-type]
+        )
     )
 
 
@@ -51,7 +59,7 @@ def _ended(reason: EndReason, **changes: object) -> Job:
     ],
 )
 def test_outcomes_and_wait_exit_status(
-    job: Job, words: str, status: tuple[int, str | None]
+    job: JobView, words: str, status: tuple[int, str | None]
 ) -> None:
     assert words in outcome(job)
     assert status_line(job) == f"j1 ended: {outcome(job)}"
@@ -73,7 +81,7 @@ def test_table_columns_line_up() -> None:
         created_at=90.0,
         started_at=91.0,
     )
-    text = job_table([_ended(EndReason.EXITED, exit_code=0), running], now=110.0)
+    text = job_table([_ended(EndReason.EXITED, exit_code=0), view_of(running)], now=110.0)
     header, first, second = text.splitlines()  # oldest first
     assert header.index("COMMAND") == first.index("sh -c") == second.index("sleep 30")
     assert header.index("LABELS") == first.index("a=1,team=data")

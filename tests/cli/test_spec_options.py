@@ -14,9 +14,9 @@ from worker_plugins.cli.spec_options import (
     build_spec,
     flag_for,
     in_flag_terms,
-    parse_size,
     spec_options,
 )
+from worker_plugins.cli.values import parse_size
 
 
 @click.command()

@@ -1,2 +1,3 @@
 """The ``worker`` command line's built-in commands: run, plugins, job; the job-spec flags
-they share (:mod:`.spec_options`) and their exit statuses (:mod:`.exit_status`)."""
+they share (:mod:`.spec_options`), the values flags take (:mod:`.values`) and their exit
+statuses (:mod:`.exit_status`)."""

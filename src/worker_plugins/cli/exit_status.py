@@ -9,8 +9,10 @@ other way a job ends has a status of its own, taken where a convention already e
 from __future__ import annotations
 
 import signal
+from typing import TYPE_CHECKING
 
-from worker_core import EndReason, Job
+if TYPE_CHECKING:
+    from .job.view import JobView
 
 #: The job ran past its --timeout and was stopped (as timeout(1)).
 EXIT_TIMED_OUT = 124
@@ -42,26 +44,32 @@ EXIT_STATUSES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def exit_status(job: Job) -> int:
-    """The status for a finished ``job`` (see :data:`EXIT_STATUSES`)."""
+#: The status of each way a job ends other than exiting (by :class:`worker_core.EndReason`'s
+#: value).
+_END_STATUSES: dict[str, int] = {
+    "timed_out": EXIT_TIMED_OUT,
+    "failed_to_start": EXIT_FAILED_TO_START,
+    "oom_killed": EXIT_OOM_KILLED,
+    "stopped": EXIT_STOPPED,
+    "lost": EXIT_SERVER_ENDED,
+    "shutdown": EXIT_SERVER_ENDED,
+    "dependency_failed": EXIT_NOT_RUN,
+}
+
+
+def exit_status(job: JobView) -> int:
+    """The status for a finished ``job`` (see :data:`EXIT_STATUSES`); a library record
+    through :func:`~worker_plugins.cli.job.view.view_of`."""
     reason = job.end_reason
-    if reason is EndReason.EXITED or reason is None:
+    if reason == "exited" or reason is None:
         if job.exit_code is not None:
             return job.exit_code
         if job.signal is not None:
             return 128 + job.signal
         return 1
-    return {
-        EndReason.TIMED_OUT: EXIT_TIMED_OUT,
-        EndReason.FAILED_TO_START: EXIT_FAILED_TO_START,
-        EndReason.OOM_KILLED: EXIT_OOM_KILLED,
-        EndReason.STOPPED: EXIT_STOPPED,
-        EndReason.LOST: EXIT_SERVER_ENDED,
-        EndReason.SHUTDOWN: EXIT_SERVER_ENDED,
-        EndReason.DEPENDENCY_FAILED: EXIT_NOT_RUN,
-    }.get(reason, 1)
+    return _END_STATUSES.get(reason, 1)
 
 
-def simply_exited(job: Job) -> bool:
+def simply_exited(job: JobView) -> bool:
     """Whether the job ended on its own with an exit code (nothing to explain)."""
-    return job.end_reason is EndReason.EXITED and job.exit_code is not None
+    return job.end_reason == "exited" and job.exit_code is not None

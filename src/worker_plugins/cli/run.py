@@ -26,7 +26,9 @@ import click
 from worker_core import Config, Engine, InvalidSpec, Stream, WorkerError, hookimpl
 
 from .exit_status import EXIT_INTERRUPTED, EXIT_NOT_RUN, exit_status, simply_exited
-from .spec_options import GRACE, build_spec, in_flag_terms, local_spec_options
+from .job.view import view_of
+from .spec_options import build_spec, in_flag_terms, local_spec_options
+from .values import GRACE
 
 #: worker refused the job (a malformed spec, a limit no plugin enforces, a bad config).
 EXIT_WORKER_ERROR = EXIT_NOT_RUN
@@ -165,13 +167,14 @@ def run_command(
                 signal.signal(s, handler)
     finally:
         engine.close()
-    if not quiet and not simply_exited(job):
+    ended = view_of(job)
+    if not quiet and not simply_exited(ended):
         from .job.render import outcome
 
-        click.echo(f"{PREFIX}: job {job.id} {outcome(job)}", err=True)
+        click.echo(f"{PREFIX}: job {job.id} {outcome(ended)}", err=True)
     elif not quiet and job.exit_code:
         click.echo(f"{PREFIX}: job {job.id} exited with code {job.exit_code}", err=True)
-    sys.exit(EXIT_INTERRUPTED if interrupts.count else exit_status(job))
+    sys.exit(EXIT_INTERRUPTED if interrupts.count else exit_status(ended))
 
 
 @hookimpl

@@ -1,10 +1,11 @@
-"""Typed calls to the Worker service, each with a deadline, returning model records.
+"""Typed calls to the Worker service, each with a deadline, returning jobs to show.
 
 Unary calls always carry a deadline, so a server that accepted the connection but never
 answers cannot hang the command. Tail and Watch streams last as long as the job and have
 none unless the caller gives one; the channel's keepalive notices a vanished server instead
 (see :mod:`.connection`). A failed call raises :class:`~.errors.ClientError` with the
-table's message (:mod:`.rpc_errors`).
+table's message (:mod:`.rpc_errors`). Jobs come back as :class:`~.view.JobView` tuples, not
+the library's records (see :mod:`.view`).
 """
 
 from __future__ import annotations
@@ -20,15 +21,17 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
-
-from worker_core import Job, JobSpec, JobState, StartAt, StartPosition, Stream
 
 from . import wire
 from .errors import EXIT_TIMEOUT, ClientError
 from .rpc_errors import from_rpc_error
+from .view import JobView, State
+
+if TYPE_CHECKING:
+    from worker_core import JobSpec, StartPosition, Stream
 
 T = TypeVar("T")
 
@@ -55,9 +58,10 @@ class OutputStream:
         self._fail = fail
 
     def __iter__(self) -> Iterator[tuple[Stream, int, bytes]]:
+        streams = wire.stream_from_pb()
         try:
             for message in self._call:
-                stream = wire.STREAM_FROM_PB.get(message.stream)
+                stream = streams.get(message.stream)
                 if stream is not None:  # a stream kind a newer server added: not ours to print
                     yield stream, message.offset, message.data
         except grpc.RpcError as exc:
@@ -72,13 +76,13 @@ class OutputStream:
 class WaitTimedOut(ClientError):
     """``wait`` gave up before the jobs ended; ``ended`` holds those that did."""
 
-    def __init__(self, message: str, ended: builtins.list[Job]) -> None:
+    def __init__(self, message: str, ended: builtins.list[JobView]) -> None:
         super().__init__(message, EXIT_TIMEOUT)
         self.ended = ended
 
 
 class WorkerClient:
-    """The Worker service on one channel, in model terms.
+    """The Worker service on one channel, in the command line's terms.
 
     ``diagnose`` is asked, when the server cannot be reached, whether the client's own files
     explain it (an expired certificate...): its error then replaces the transport's.
@@ -116,27 +120,27 @@ class WorkerClient:
         except grpc.RpcError as exc:
             raise self._error(exc) from None
 
-    def submit(self, spec: JobSpec, idempotency_key: str | None = None) -> Job:
+    def submit(self, spec: JobSpec, idempotency_key: str | None = None) -> JobView:
         """Start a job; with ``idempotency_key``, the job an earlier submit with the same key
         started, if there is one (nothing new starts)."""
         request = pb.SubmitRequest(
             spec=wire.spec_to_pb(spec), idempotency_key=idempotency_key or ""
         )
         response = self._call(self._stub.Submit, request, CALL_TIMEOUT)
-        return wire.job_from_pb(response.job)
+        return wire.view_from_pb(response.job)
 
-    def get(self, job_id: str) -> Job:
+    def get(self, job_id: str) -> JobView:
         return self.get_with_usage(job_id)[0]
 
-    def get_with_usage(self, job_id: str) -> tuple[Job, dict[str, int | float]]:
-        """The job's record and, while it runs or is paused, what it uses now."""
+    def get_with_usage(self, job_id: str) -> tuple[JobView, dict[str, int | float]]:
+        """The job and, while it runs or is paused, what it uses now."""
         response = self._call(self._stub.Get, pb.GetRequest(job_id=job_id), CALL_TIMEOUT)
-        return wire.job_from_pb(response.job), wire.usage_from_pb(response.job)
+        return wire.view_from_pb(response.job), wire.usage_from_pb(response.job)
 
     def list(
         self,
         *,
-        states: Collection[JobState] = (),
+        states: Collection[State] = (),
         owner: str | None = None,
         name: str | None = None,
         labels: Mapping[str, str] | None = None,
@@ -145,8 +149,8 @@ class WorkerClient:
         ended_after: float | None = None,
         ended_before: float | None = None,
         limit: int | None = None,
-        keep: Callable[[Job], bool] | None = None,
-    ) -> Iterator[Job]:
+        keep: Callable[[JobView], bool] | None = None,
+    ) -> Iterator[JobView]:
         """The jobs matching the filters that the caller may read (and ``keep`` keeps), newest
         first, page after page (each page one call with its own deadline), until the last
         page or ``limit`` jobs."""
@@ -166,7 +170,7 @@ class WorkerClient:
             request.page_size = min(LIST_PAGE_SIZE, wanted)
             response = self._call(self._stub.List, request, CALL_TIMEOUT)
             for message in response.jobs:
-                job = wire.job_from_pb(message)
+                job = wire.view_from_pb(message)
                 if keep is not None and not keep(job):
                     continue
                 yield job
@@ -189,28 +193,28 @@ class WorkerClient:
         response = self._call(self._stub.Purge, request, CALL_TIMEOUT)
         return list(response.job_ids)
 
-    def stop(self, job_id: str, grace: float | None = None, force: bool = False) -> Job:
+    def stop(self, job_id: str, grace: float | None = None, force: bool = False) -> JobView:
         timeout = STOP_DEFAULT_TIMEOUT if grace is None else grace + STOP_MARGIN
         request = pb.StopRequest(job_id=job_id, grace_seconds=grace, force=force)
         response = self._call(self._stub.Stop, request, timeout)
-        return wire.job_from_pb(response.job)
+        return wire.view_from_pb(response.job)
 
-    def signal(self, job_id: str, signum: int) -> Job:
+    def signal(self, job_id: str, signum: int) -> JobView:
         """Deliver ``signum`` to every process of a running or paused job."""
         request = pb.SignalRequest(job_id=job_id, signal=signum)
-        return wire.job_from_pb(self._call(self._stub.Signal, request, CALL_TIMEOUT).job)
+        return wire.view_from_pb(self._call(self._stub.Signal, request, CALL_TIMEOUT).job)
 
-    def pause(self, job_id: str) -> Job:
+    def pause(self, job_id: str) -> JobView:
         request = pb.PauseRequest(job_id=job_id)
-        return wire.job_from_pb(self._call(self._stub.Pause, request, CALL_TIMEOUT).job)
+        return wire.view_from_pb(self._call(self._stub.Pause, request, CALL_TIMEOUT).job)
 
-    def resume(self, job_id: str) -> Job:
+    def resume(self, job_id: str) -> JobView:
         request = pb.ResumeRequest(job_id=job_id)
-        return wire.job_from_pb(self._call(self._stub.Resume, request, CALL_TIMEOUT).job)
+        return wire.view_from_pb(self._call(self._stub.Resume, request, CALL_TIMEOUT).job)
 
-    def release(self, job_id: str) -> Job:
+    def release(self, job_id: str) -> JobView:
         request = pb.ReleaseRequest(job_id=job_id)
-        return wire.job_from_pb(self._call(self._stub.Release, request, CALL_TIMEOUT).job)
+        return wire.view_from_pb(self._call(self._stub.Release, request, CALL_TIMEOUT).job)
 
     def tail(
         self,
@@ -221,11 +225,13 @@ class WorkerClient:
     ) -> OutputStream:
         """Output from ``start`` until the job has ended and all of it was sent, or with
         ``until_now``, until what the job had written when the call arrived was sent."""
+        from worker_core import StartAt, Stream
+
         request = pb.TailRequest(
             job_id=job_id,
             until_now=until_now,
             stream=(
-                wire.STREAM_TO_PB[next(iter(streams))]
+                wire.stream_to_pb()[next(iter(streams))]
                 if len(streams) == 1
                 else pb.STREAM_UNSPECIFIED
             ),
@@ -240,7 +246,7 @@ class WorkerClient:
             request.from_offsets.stderr = start.get(Stream.STDERR, 0)
         return OutputStream(self._stub.Tail(request), self._error)
 
-    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+    def wait(self, job_id: str, timeout: float | None = None) -> JobView:
         """The job's record once it has ended (a Watch stream, so no polling); with
         ``timeout``, :class:`WaitTimedOut` once that many seconds passed first."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -251,10 +257,10 @@ class WorkerClient:
         call = self._stub.Watch(pb.WatchRequest(job_id=job.id), timeout=remaining)
         try:
             for message in call:
-                job = wire.job_from_pb(message)
+                job = wire.view_from_pb(message)
         except grpc.RpcError as exc:
             if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None:
-                raise WaitTimedOut(f"job {job.id} is still {job.state.value}", []) from None
+                raise WaitTimedOut(f"job {job.id} is still {job.state}", []) from None
             raise self._error(exc) from None
         finally:
             call.cancel()
@@ -262,11 +268,13 @@ class WorkerClient:
             raise ClientError(f"the server stopped reporting on job {job_id} before it ended")
         return job
 
-    def wait_all(self, job_ids: Sequence[str], timeout: float | None = None) -> builtins.list[Job]:
+    def wait_all(
+        self, job_ids: Sequence[str], timeout: float | None = None
+    ) -> builtins.list[JobView]:
         """Every job's record once each has ended, in the order given (one after the other:
         waiting for all takes as long as the last one, whatever the order)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        ended: builtins.list[Job] = []
+        ended: builtins.list[JobView] = []
         for job_id in job_ids:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
@@ -275,7 +283,7 @@ class WorkerClient:
                 raise WaitTimedOut(exc.message, ended) from None
         return ended
 
-    def wait_any(self, job_ids: Sequence[str], timeout: float | None = None) -> Job:
+    def wait_any(self, job_ids: Sequence[str], timeout: float | None = None) -> JobView:
         """The record of the first of these jobs to end (one already ended, at once)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         jobs = [self.get(job_id) for job_id in job_ids]  # every id must name a job
@@ -284,14 +292,14 @@ class WorkerClient:
                 return job
         if len(jobs) > WATCH_STREAMS:
             return self._poll_any([job.id for job in jobs], deadline)
-        results: queue.Queue[Job | ClientError] = queue.Queue()
+        results: queue.Queue[JobView | ClientError] = queue.Queue()
         calls = [self._stub.Watch(pb.WatchRequest(job_id=job.id)) for job in jobs]
 
         def watch(call: Any) -> None:
             try:
                 last = None
                 for message in call:
-                    last = wire.job_from_pb(message)
+                    last = wire.view_from_pb(message)
                 if last is not None and last.is_finished:
                     results.put(last)
             except grpc.RpcError as exc:
@@ -316,7 +324,7 @@ class WorkerClient:
             raise result
         return result
 
-    def _poll_any(self, job_ids: Sequence[str], deadline: float | None) -> Job:
+    def _poll_any(self, job_ids: Sequence[str], deadline: float | None) -> JobView:
         while True:
             for job_id in job_ids:
                 job = self.get(job_id)

@@ -17,10 +17,8 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-import attrs
 import click
 
 from .errors import EXIT_CONFIG, ClientError
@@ -58,8 +56,10 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 
-@attrs.frozen
-class ConnectionFlags:
+# Plain tuples rather than attrs classes, and paths as strings rather than pathlib's: every
+# `worker job` command makes these, and attrs' import alone is a tenth of such a command's
+# start-up (pathlib's, a fortieth).
+class ConnectionFlags(NamedTuple):
     """The connection flags as given on the command line (None: not given)."""
 
     server: str | None = None
@@ -69,62 +69,65 @@ class ConnectionFlags:
     client_config: str | None = None
 
 
-@attrs.frozen
-class TlsFiles:
+class TlsFiles(NamedTuple):
     """The PEM files a client trusts (``ca``) and presents (``cert``, ``key``)."""
 
-    ca: Path
-    cert: Path
-    key: Path
+    ca: str
+    cert: str
+    key: str
 
 
-@attrs.frozen
-class Settings:
+class Settings(NamedTuple):
     """Where to connect and with what, once every source was consulted."""
 
     server: str
     tls: TlsFiles
 
 
-def default_config_path(environ: Mapping[str, str]) -> Path:
+def default_config_path(environ: Mapping[str, str]) -> str:
     base = environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "worker" / "client.toml"
+    return os.path.join(base, "worker", "client.toml")
 
 
-def _read_config(path: Path, explicit: bool) -> dict[str, str]:
+def _read_config(path: str, explicit: bool) -> dict[str, str]:
     """The client config's settings, paths made absolute. A missing default file is empty."""
-    import tomllib  # only when there is a file to read
-
     try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
+        with open(path, "rb") as f:
+            text = f.read()
     except FileNotFoundError:
         if explicit:
-            raise ClientError(f"client config {str(path)!r} does not exist", EXIT_CONFIG) from None
+            raise ClientError(f"client config {path!r} does not exist", EXIT_CONFIG) from None
         return {}
     except OSError as exc:
         raise ClientError(
-            f"cannot read client config {str(path)!r}: {exc.strerror}", EXIT_CONFIG
+            f"cannot read client config {path!r}: {exc.strerror}", EXIT_CONFIG
         ) from None
+    import tomllib  # only when there is a file to parse
+
+    try:
+        data = tomllib.loads(text.decode())
+    except UnicodeDecodeError as exc:
+        raise ClientError(f"client config {path!r} is not valid TOML: {exc}", EXIT_CONFIG) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ClientError(
-            f"client config {str(path)!r} is not valid TOML: {exc}", EXIT_CONFIG
-        ) from None
+        raise ClientError(f"client config {path!r} is not valid TOML: {exc}", EXIT_CONFIG) from None
     unknown = sorted(set(data) - set(CONFIG_KEYS))
     if unknown:
         raise ClientError(
-            f"client config {str(path)!r}: unknown key {unknown[0]!r} "
-            f"(known: {', '.join(CONFIG_KEYS)})",
+            f"client config {path!r}: unknown key {unknown[0]!r} (known: {', '.join(CONFIG_KEYS)})",
             EXIT_CONFIG,
         )
     settings: dict[str, str] = {}
     for key, value in data.items():
         if not isinstance(value, str) or not value:
             raise ClientError(
-                f"client config {str(path)!r}: {key} must be a non-empty string", EXIT_CONFIG
+                f"client config {path!r}: {key} must be a non-empty string", EXIT_CONFIG
             )
         # A path in the file is relative to the file, so a config can sit by its certificates.
-        settings[key] = value if key == "server" else str(path.parent / os.path.expanduser(value))
+        settings[key] = (
+            value
+            if key == "server"
+            else os.path.join(os.path.dirname(path), os.path.expanduser(value))
+        )
     return settings
 
 
@@ -136,8 +139,8 @@ def resolve(flags: ConnectionFlags, environ: Mapping[str, str] | None = None) ->
     """
     environ = os.environ if environ is None else environ
     config_name = flags.client_config or environ.get(CONFIG_ENV)
-    config_path = Path(config_name) if config_name else default_config_path(environ)
-    from_file = _read_config(config_path.expanduser(), explicit=config_name is not None)
+    config_path = config_name if config_name else default_config_path(environ)
+    from_file = _read_config(os.path.expanduser(config_path), explicit=config_name is not None)
     chosen: dict[str, str] = {}
     for key in CONFIG_KEYS:
         value = getattr(flags, key) or environ.get(ENV_VARS[key]) or from_file.get(key)
@@ -153,9 +156,9 @@ def resolve(flags: ConnectionFlags, environ: Mapping[str, str] | None = None) ->
     return Settings(
         server=normalize_server(chosen["server"]),
         tls=TlsFiles(
-            Path(chosen["ca"]).expanduser(),
-            Path(chosen["cert"]).expanduser(),
-            Path(chosen["key"]).expanduser(),
+            os.path.expanduser(chosen["ca"]),
+            os.path.expanduser(chosen["cert"]),
+            os.path.expanduser(chosen["key"]),
         ),
     )
 
@@ -183,19 +186,19 @@ def _bad_server(address: str) -> str:
     )
 
 
-def _read(what: str, path: Path) -> bytes:
+def _read(what: str, path: str) -> bytes:
     try:
-        return path.read_bytes()
+        with open(path, "rb") as f:
+            return f.read()
     except FileNotFoundError:
-        raise ClientError(f"{what} file {str(path)!r} does not exist", EXIT_CONFIG) from None
+        raise ClientError(f"{what} file {path!r} does not exist", EXIT_CONFIG) from None
     except OSError as exc:
         raise ClientError(
-            f"cannot read {what} file {str(path)!r}: {exc.strerror}", EXIT_CONFIG
+            f"cannot read {what} file {path!r}: {exc.strerror}", EXIT_CONFIG
         ) from None
 
 
-@attrs.frozen
-class TlsMaterial:
+class TlsMaterial(NamedTuple):
     """The contents of :class:`TlsFiles`."""
 
     ca: bytes
@@ -218,10 +221,10 @@ def read_material(files: TlsFiles) -> TlsMaterial:
         (material.cert, files.cert, "certificate file {} holds no PEM certificate"),
     ):
         if b"-----BEGIN CERTIFICATE-----" not in data:
-            raise ClientError(what.format(repr(str(path))), EXIT_CONFIG)
+            raise ClientError(what.format(repr(path)), EXIT_CONFIG)
     if b"PRIVATE KEY-----" not in material.key or b"ENCRYPTED" in material.key:
         raise ClientError(
-            f"key file {str(files.key)!r} holds no unencrypted PEM private key", EXIT_CONFIG
+            f"key file {files.key!r} holds no unencrypted PEM private key", EXIT_CONFIG
         )
     return material
 
@@ -232,6 +235,7 @@ def diagnose(files: TlsFiles) -> ClientError | None:
     usage, or a key that does not match it. The server refuses such a certificate without
     saying why (it hangs up), so the reason is looked for here, after the fact."""
     from datetime import UTC, datetime
+    from pathlib import Path
 
     from cryptography import x509
     from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -241,7 +245,7 @@ def diagnose(files: TlsFiles) -> ClientError | None:
     from worker_plugins.grpc_transport.tls import load_material
 
     try:
-        material = load_material(ServerTlsFiles(files.ca, files.cert, files.key))
+        material = load_material(ServerTlsFiles(Path(files.ca), Path(files.cert), Path(files.key)))
     except ConfigError as exc:
         return ClientError(str(exc), EXIT_CONFIG)
     path = files.cert
@@ -249,12 +253,12 @@ def diagnose(files: TlsFiles) -> ClientError | None:
     now = datetime.now(UTC)
     if cert.not_valid_after_utc < now:
         return ClientError(
-            f"client certificate {str(path)!r} expired on {cert.not_valid_after_utc:%Y-%m-%d}",
+            f"client certificate {path!r} expired on {cert.not_valid_after_utc:%Y-%m-%d}",
             EXIT_CONFIG,
         )
     if cert.not_valid_before_utc > now:
         return ClientError(
-            f"client certificate {str(path)!r} is not valid before "
+            f"client certificate {path!r} is not valid before "
             f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC",
             EXIT_CONFIG,
         )
@@ -264,7 +268,7 @@ def diagnose(files: TlsFiles) -> ClientError | None:
         usage = None
     if usage is None or ExtendedKeyUsageOID.CLIENT_AUTH not in usage:
         return ClientError(
-            f"certificate {str(path)!r} is not a client certificate (no clientAuth usage)",
+            f"certificate {path!r} is not a client certificate (no clientAuth usage)",
             EXIT_CONFIG,
         )
     return None
@@ -297,7 +301,7 @@ def connection_options(command: F) -> F:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         kwargs["connection"] = ConnectionFlags(
-            **{name: kwargs.pop(name) for name in attrs.fields_dict(ConnectionFlags)}
+            **{name: kwargs.pop(name) for name in ConnectionFlags._fields}
         )
         return command(*args, **kwargs)
 

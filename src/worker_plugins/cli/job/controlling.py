@@ -8,8 +8,7 @@ from typing import Any
 
 import click
 
-from worker_core import JobState
-from worker_plugins.cli.spec_options import GRACE
+from worker_plugins.cli.values import GRACE
 
 from . import render
 from .connection import ConnectionFlags, connection_options
@@ -18,7 +17,7 @@ from .filters import WHEN
 from .session import PREFIX, connect, note, reports_errors
 
 #: States in which a stop sends signals (a queued or held job just ends, never having run).
-_RUNNING = frozenset({JobState.PENDING, JobState.RUNNING, JobState.PAUSED, JobState.STOPPING})
+_RUNNING = frozenset({"pending", "running", "paused", "stopping"})
 
 
 @click.command("stop", short_help="Stop a job and print how it ended.")
@@ -114,7 +113,7 @@ def signal_command(job_id: str, signum: int, connection: ConnectionFlags) -> Non
     """
     with connect(connection) as client:
         job = client.signal(job_id, signum)
-    click.echo(f"{job.id}: sent {render.signal_name(signum)} ({job.state.value})")
+    click.echo(f"{job.id}: sent {render.signal_name(signum)} ({job.state})")
 
 
 @click.command("pause", short_help="Freeze every process of a running job.")

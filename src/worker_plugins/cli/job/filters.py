@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from worker_plugins.cli.spec_options import PairType, TimeType, iso_time, parse_duration
+from worker_plugins.cli.values import PairType, TimeType, iso_time, parse_duration
 
 __all__ = ["LABEL", "WHEN", "parse_duration", "parse_when"]
 

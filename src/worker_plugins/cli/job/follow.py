@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
-from worker_core import Job, StartAt, StartPosition, Stream
+from worker_core import StartAt, StartPosition, Stream
 from worker_plugins.cli.exit_status import EXIT_INTERRUPTED, simply_exited
 from worker_plugins.cli.exit_status import exit_status as job_exit_status
 
@@ -21,6 +21,7 @@ from .render import outcome
 
 if TYPE_CHECKING:
     from .client import OutputStream
+    from .view import JobView
 
 __all__ = ["EXIT_INTERRUPTED", "OutputSink", "copy_all", "exit_status", "last_lines"]
 
@@ -101,7 +102,7 @@ def last_lines(
     return tails, sizes
 
 
-def exit_status(job: Job) -> tuple[int, str | None]:
+def exit_status(job: JobView) -> tuple[int, str | None]:
     """The status ``submit --wait`` and ``wait`` exit with (:mod:`worker_plugins.cli.exit_status`),
     and what to say on stderr (None: nothing, for a job that simply exited)."""
     code = job_exit_status(job)

@@ -1,7 +1,8 @@
 """What a human (or a script, with ``--json``) reads about jobs.
 
-Plain functions from model records to text, so the commands stay free of formatting and the
-formats can be tested without a server. Sizes are in binary units (``64 MiB``), lengths of
+Plain functions from jobs (:class:`~.view.JobView`: the library record's fields, enums as
+their words) to text, so the commands stay free of formatting and the formats can be tested
+without a server. Sizes are in binary units (``64 MiB``), lengths of
 time are durations (``1m12s``), times are local with their offset; ``--json`` is the
 library's own record shape (:func:`worker_core.job_to_dict`), numbers as numbers.
 
@@ -20,7 +21,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from worker_core import EndReason, Job, JobSpec, JobState, QueueReason
+from .view import END_REASONS, STATES, JobView, QueueReasonWord, SpecView, State, record_of
 
 #: Longest command shown in a ``list`` row; the full one is in ``get`` and ``--json``.
 COMMAND_WIDTH = 60
@@ -30,20 +31,20 @@ LABELS_WIDTH = 40
 
 #: The states of a job that has not ended, then how a job ended, then ``ended`` (any end).
 STATE_WORDS: tuple[str, ...] = (
-    *(state.value for state in JobState if state is not JobState.ENDED),
-    *(reason.value for reason in EndReason),
-    JobState.ENDED.value,
+    *(state for state in STATES if state != "ended"),
+    *END_REASONS,
+    "ended",
 )
 
 #: Why a queued job waits, in words (``get``); ``list`` shows the reason's own name.
-QUEUE_REASON_TEXT: Mapping[QueueReason, str] = {
-    QueueReason.PRIORITY: "jobs ahead of it start first",
-    QueueReason.RESOURCES: "the memory or CPU budget is in use",
-    QueueReason.RUNNING_CAP: "the server's cap on running jobs is reached",
-    QueueReason.OWNER_CAP: "its owner's cap on running jobs is reached",
-    QueueReason.DEPENDENCY: "a job it depends on has not ended",
-    QueueReason.BEGIN_TIME: "its begin time has not come",
-    QueueReason.PLUGIN: "a plugin delays it",
+QUEUE_REASON_TEXT: Mapping[QueueReasonWord, str] = {
+    "priority": "jobs ahead of it start first",
+    "resources": "the memory or CPU budget is in use",
+    "running_cap": "the server's cap on running jobs is reached",
+    "owner_cap": "its owner's cap on running jobs is reached",
+    "dependency": "a job it depends on has not ended",
+    "begin_time": "its begin time has not come",
+    "plugin": "a plugin delays it",
 }
 
 
@@ -54,7 +55,7 @@ def signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
-def command_line(spec: JobSpec) -> str:
+def command_line(spec: SpecView) -> str:
     """The command as a shell would need it typed."""
     return shlex.join([spec.command, *spec.args])
 
@@ -115,64 +116,62 @@ def measure(key: str, value: Any) -> str:
     return str(value)
 
 
-def run_time(job: Job, now: float) -> float | None:
+def run_time(job: JobView, now: float) -> float | None:
     """How long the job ran (or has been running); None if it never started."""
     if job.started_at is None:
         return None
     return (job.ended_at or now) - job.started_at
 
 
-def outcome(job: Job) -> str:
+def outcome(job: JobView) -> str:
     """How the job ended, in words; ``""`` while it runs."""
     if not job.is_finished:
         return ""
     reason = job.end_reason
-    if reason is EndReason.EXITED:
+    if reason == "exited":
         if job.exit_code is not None:
             return f"exited with code {job.exit_code}"
         if job.signal is not None:
             return f"killed by {signal_name(job.signal)}"
     by = f" ({signal_name(job.signal)})" if job.signal is not None else ""
-    if reason is EndReason.STOPPED:
+    if reason == "stopped":
         return f"stopped on request{by}"
-    if reason is EndReason.TIMED_OUT:
+    if reason == "timed_out":
         limit = f" its {seconds_text(job.spec.timeout)}" if job.spec.timeout else " its"
         return f"timed out: ran past{limit} time limit{by}"
-    if reason is EndReason.OOM_KILLED:
+    if reason == "oom_killed":
         return "killed by the OOM killer (memory limit reached)"
-    if reason is EndReason.FAILED_TO_START:
+    if reason == "failed_to_start":
         return f"failed to start: {job.message}" if job.message else "failed to start"
-    if reason is EndReason.LOST:
+    if reason == "lost":
         return f"lost: {job.message}" if job.message else "lost"
-    if reason is EndReason.SHUTDOWN:
+    if reason == "shutdown":
         detail = f"{job.message}{by}" if job.message else f"the server shut down while it ran{by}"
         return f"ended by the server's shutdown: {detail}"
-    if reason is EndReason.DEPENDENCY_FAILED:
+    if reason == "dependency_failed":
         return f"never ran: {job.message}" if job.message else "never ran: a dependency failed"
     return job.message or "ended"
 
 
-def state_word(job: Job) -> str:
+def state_word(job: JobView) -> str:
     """The job's word of :data:`STATE_WORDS`: its state, or how it ended once it has."""
     if job.is_finished and job.end_reason is not None:
-        return job.end_reason.value
-    return job.state.value
+        return job.end_reason
+    return job.state
 
 
-def matches_state(job: Job, words: Collection[str]) -> bool:
+def matches_state(job: JobView, words: Collection[str]) -> bool:
     """Whether ``job`` is in one of ``words`` (of :data:`STATE_WORDS`); any job for none."""
     return not words or state_word(job) in words or (job.is_finished and "ended" in words)
 
 
-def server_states(words: Iterable[str]) -> set[JobState]:
-    """The record states the server filters on for ``words`` (an end reason: ENDED)."""
-    states = set()
-    for word in words:
-        states.add(JobState(word) if word in {s.value for s in JobState} else JobState.ENDED)
-    return states
+def server_states(words: Iterable[str]) -> set[State]:
+    """The record states the server filters on for ``words`` (an end reason: ``ended``)."""
+    known: dict[str, State] = {state: state for state in STATES}
+    return {known.get(word, "ended") for word in words}
 
 
-def exit_word(job: Job) -> str:
+def exit_word(job: JobView) -> str:
     if job.exit_code is not None:
         return str(job.exit_code)
     if job.signal is not None:
@@ -180,21 +179,21 @@ def exit_word(job: Job) -> str:
     return "-"
 
 
-def reason_word(job: Job) -> str:
+def reason_word(job: JobView) -> str:
     """The REASON column: why a queued job waits (as squeue's); ``-`` for any other."""
-    if job.state is JobState.QUEUED and job.queue_reason is not None:
-        return job.queue_reason.value
+    if job.state == "queued" and job.queue_reason is not None:
+        return job.queue_reason
     return "-"
 
 
-def status_line(job: Job) -> str:
+def status_line(job: JobView) -> str:
     """``<id> <state>: <details>``, e.g. ``7f3a… ended: stopped on request (SIGTERM)``."""
     if job.is_finished:
         return f"{job.id} ended: {outcome(job)}"
-    if job.state is JobState.QUEUED and job.queue_reason is not None:
-        return f"{job.id} queued: {QUEUE_REASON_TEXT.get(job.queue_reason, job.queue_reason.value)}"
+    if job.state == "queued" and job.queue_reason is not None:
+        return f"{job.id} queued: {QUEUE_REASON_TEXT.get(job.queue_reason, job.queue_reason)}"
     pid = f" (pid {job.pid})" if job.pid is not None else ""
-    return f"{job.id} {job.state.value}{pid}"
+    return f"{job.id} {job.state}{pid}"
 
 
 def local_time(timestamp: float) -> str:
@@ -210,7 +209,7 @@ def _when(timestamp: float | None, now: float) -> str:
     return f"{local_time(timestamp)} ({duration(now - timestamp)} ago)"
 
 
-def _limits(spec: JobSpec) -> list[str]:
+def _limits(spec: SpecView) -> list[str]:
     limits, isolation = spec.limits, spec.isolation
     parts = [
         f"{label} {value}"
@@ -243,7 +242,7 @@ def _limits(spec: JobSpec) -> list[str]:
 
 
 def job_summary(
-    job: Job, usage: Mapping[str, int | float] | None = None, now: float | None = None
+    job: JobView, usage: Mapping[str, int | float] | None = None, now: float | None = None
 ) -> str:
     """The ``get`` view: one ``label: value`` per line; usage and facts indented at the end."""
     now = time.time() if now is None else now
@@ -258,12 +257,10 @@ def job_summary(
         ("command", command_line(spec)),
         ("state", state_word(job)),
     ]
-    if job.state is JobState.QUEUED and job.queue_reason is not None:
+    if job.state == "queued" and job.queue_reason is not None:
         text = QUEUE_REASON_TEXT.get(job.queue_reason, "")
-        rows.append(
-            ("reason", f"{job.queue_reason.value} ({text})" if text else job.queue_reason.value)
-        )
-    elif job.state is JobState.HELD:
+        rows.append(("reason", f"{job.queue_reason} ({text})" if text else job.queue_reason))
+    elif job.state == "held":
         rows.append(("reason", f"held (`worker job release {job.id}` lets it start)"))
     if job.is_finished:
         rows.append(("outcome", outcome(job)))
@@ -299,12 +296,12 @@ def job_summary(
     return "\n".join(lines)
 
 
-def _scheduling(spec: JobSpec, now: float) -> list[tuple[str, str]]:
+def _scheduling(spec: SpecView, now: float) -> list[tuple[str, str]]:
     rows = []
     if spec.priority:
         rows.append(("priority", str(spec.priority)))
     if spec.after:
-        rows.append(("after", ", ".join(f"{d.job_id} ({d.kind.value})" for d in spec.after)))
+        rows.append(("after", ", ".join(f"{d.job_id} ({d.kind})" for d in spec.after)))
     if spec.hold:
         rows.append(("hold", "yes (submitted held)"))
     if spec.begin_at is not None:
@@ -346,7 +343,7 @@ TABLE_HEADER = (
 )
 
 
-def job_table(jobs: Iterable[Job], now: float | None = None) -> str:
+def job_table(jobs: Iterable[JobView], now: float | None = None) -> str:
     """The ``list`` view, oldest first (:data:`TABLE_HEADER`); only the header for none."""
     now = time.time() if now is None else now
     rows = []
@@ -369,13 +366,13 @@ def job_table(jobs: Iterable[Job], now: float | None = None) -> str:
     return table(TABLE_HEADER, rows)
 
 
-def job_dict(job: Job, usage: Mapping[str, int | float] | None = None) -> dict[str, Any]:
+def job_dict(job: JobView, usage: Mapping[str, int | float] | None = None) -> dict[str, Any]:
     """A job as JSON-ready data: the library's record (:func:`worker_core.job_to_dict`), and
     for a running or paused job, what it uses now under ``usage``."""
-    # Imported here: the records' converter (cattrs) is only needed for --json.
+    # Imported here: the record and its converter (attrs, cattrs) are only needed for --json.
     from worker_core import job_to_dict
 
-    data = job_to_dict(job)
+    data = job_to_dict(record_of(job))
     if usage:
         data["usage"] = dict(usage)
     return data

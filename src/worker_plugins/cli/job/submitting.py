@@ -9,9 +9,10 @@ from typing import Any
 import attrs
 import click
 
-from worker_core import BOTH_STREAMS, Job, JobSpec, StartAt
+from worker_core import BOTH_STREAMS, JobSpec, StartAt
 from worker_plugins.cli.exit_status import EXIT_INTERRUPTED
-from worker_plugins.cli.spec_options import GRACE, build_spec, flag_for, in_flag_terms, spec_options
+from worker_plugins.cli.spec_options import build_spec, flag_for, in_flag_terms, spec_options
+from worker_plugins.cli.values import GRACE
 
 from . import render
 from .connection import ConnectionFlags, connection_options
@@ -19,6 +20,7 @@ from .errors import ClientError
 from .filters import LABEL
 from .follow import OutputSink, copy_all, exit_status, terminal_outputs
 from .session import PREFIX, connect, reports_errors
+from .view import JobView
 
 _NO_SUCH_JOB = re.compile(r"no such job: (\S+)")
 
@@ -165,7 +167,7 @@ def wait_command(
 
     with connect(connection) as client:
         try:
-            ended: list[Job] = (
+            ended: list[JobView] = (
                 [client.wait_any(job_ids, timeout)] if any_ else client.wait_all(job_ids, timeout)
             )
         except WaitTimedOut as exc:

@@ -1,63 +1,83 @@
-"""The client's side of the wire: job specs out, job records and usage in.
+"""The client's side of the wire: job specs out, jobs and usage in.
 
-The same conversions as ``worker_plugins.grpc_transport.convert`` (a test holds the two to
-the same results), from the library's root alone: ``convert`` serves the server too and
-imports the plugin surface (``worker_core.plugin``, with the engine's machinery) and
-protobuf's JSON support, which together would add a third to every ``worker job`` command's
-start-up. Records from the server are displayed, not trusted to run anything, so they are
-read leniently: a state or reason a newer server added shows as PENDING or None.
+Jobs come in as :class:`~.view.JobView` tuples (:func:`view_from_pb`), which is all a command
+prints; :func:`job_from_pb` makes the library's record of one (for ``--json``), importing
+the model only then. The same conversions as ``worker_plugins.grpc_transport.convert`` (a
+test holds the two to the same results), without its imports: ``convert`` serves the server
+too and imports the plugin surface (``worker_core.plugin``, with the engine's machinery) and
+protobuf's JSON support, and the model's attrs classes alone would add a tenth to every
+``worker job`` command's start-up. Records from the server are displayed, not trusted to
+run anything, so they are read leniently: a state or reason a newer server added shows as
+``pending`` or None.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from worker_core import (
-    Dependency,
-    DependencyKind,
-    EndReason,
-    IOLimit,
-    Isolation,
-    Job,
-    JobSpec,
-    JobState,
-    Limits,
-    Principal,
-    QueueReason,
-    Stream,
-)
 from worker_plugins.grpc_transport import worker_pb2 as pb
 
-# Each model value and its wire twin share a name (JobState.QUEUED, JOB_STATE_QUEUED): a value
-# the proto lacks fails here, at import, rather than on some record.
-STATE_FROM_PB: Mapping[pb.JobState.ValueType, JobState] = {
-    getattr(pb, f"JOB_STATE_{s.name}"): s for s in JobState
+from .view import (
+    DEPENDENCY_KINDS,
+    END_REASONS,
+    QUEUE_REASONS,
+    STATES,
+    DependencyKindWord,
+    DependencyView,
+    EndReasonWord,
+    IOLimitView,
+    IsolationView,
+    JobView,
+    LimitsView,
+    QueueReasonWord,
+    SpecView,
+    State,
+    record_of,
+)
+
+if TYPE_CHECKING:
+    from worker_core import Job, JobSpec, Stream
+
+W = TypeVar("W", bound=str)
+
+
+def _from_pb(prefix: str, words: tuple[W, ...]) -> dict[int, W]:
+    """Each of ``words`` by the value of its wire twin, named ``PREFIX_WORD`` (a word the
+    proto lacks fails here, at import, rather than on some record)."""
+    return {getattr(pb, f"{prefix}_{word.upper()}"): word for word in words}
+
+
+STATE_FROM_PB: Mapping[int, State] = _from_pb("JOB_STATE", STATES)
+STATE_TO_PB: Mapping[State, pb.JobState.ValueType] = {
+    state: pb.JobState.ValueType(value) for value, state in STATE_FROM_PB.items()
 }
-STATE_TO_PB: Mapping[JobState, pb.JobState.ValueType] = {
-    state: value for value, state in STATE_FROM_PB.items()
-}
-END_REASON_FROM_PB: Mapping[pb.EndReason.ValueType, EndReason] = {
-    getattr(pb, f"END_REASON_{r.name}"): r for r in EndReason
-}
-QUEUE_REASON_FROM_PB: Mapping[pb.QueueReason.ValueType, QueueReason] = {
-    getattr(pb, f"QUEUE_REASON_{r.name}"): r for r in QueueReason
-}
-DEPENDENCY_KIND_TO_PB: Mapping[DependencyKind, pb.DependencyKind.ValueType] = {
-    k: getattr(pb, f"DEPENDENCY_KIND_{k.name}") for k in DependencyKind
+END_REASON_FROM_PB: Mapping[int, EndReasonWord] = _from_pb("END_REASON", END_REASONS)
+QUEUE_REASON_FROM_PB: Mapping[int, QueueReasonWord] = _from_pb("QUEUE_REASON", QUEUE_REASONS)
+DEPENDENCY_KIND_TO_PB: Mapping[DependencyKindWord, pb.DependencyKind.ValueType] = {
+    kind: pb.DependencyKind.ValueType(value)
+    for value, kind in _from_pb("DEPENDENCY_KIND", DEPENDENCY_KINDS).items()
 }
 # UNSPECIFIED means OK (the proto says so).
-DEPENDENCY_KIND_FROM_PB: Mapping[pb.DependencyKind.ValueType, DependencyKind] = {
-    pb.DEPENDENCY_KIND_UNSPECIFIED: DependencyKind.OK,
+DEPENDENCY_KIND_FROM_PB: Mapping[int, DependencyKindWord] = {
+    pb.DEPENDENCY_KIND_UNSPECIFIED: "ok",
     **{value: kind for kind, value in DEPENDENCY_KIND_TO_PB.items()},
 }
-STREAM_TO_PB: Mapping[Stream, pb.Stream.ValueType] = {
-    Stream.STDOUT: pb.STREAM_STDOUT,
-    Stream.STDERR: pb.STREAM_STDERR,
-}
-STREAM_FROM_PB: Mapping[pb.Stream.ValueType, Stream] = {
-    value: stream for stream, value in STREAM_TO_PB.items()
-}
+
+
+@functools.cache
+def stream_to_pb() -> Mapping[Stream, pb.Stream.ValueType]:
+    """The wire value of each output stream (``tail`` only: the streams are the engine's
+    enum, imported when first asked for)."""
+    from worker_core import Stream
+
+    return {Stream.STDOUT: pb.STREAM_STDOUT, Stream.STDERR: pb.STREAM_STDERR}
+
+
+@functools.cache
+def stream_from_pb() -> Mapping[int, Stream]:
+    return {value: stream for stream, value in stream_to_pb().items()}
 
 
 def _optional(message: Any, name: str) -> Any:
@@ -100,31 +120,38 @@ def spec_to_pb(spec: JobSpec) -> pb.JobSpec:
         labels=dict(spec.labels),
         priority=spec.priority,
         after=[
-            pb.Dependency(job_id=d.job_id, kind=DEPENDENCY_KIND_TO_PB[d.kind]) for d in spec.after
+            pb.Dependency(job_id=d.job_id, kind=DEPENDENCY_KIND_TO_PB[d.kind.value])
+            for d in spec.after
         ],
         hold=spec.hold,
         begin_at=spec.begin_at,
     )
 
 
-# --- in: records --------------------------------------------------------------------------------
+# --- in: jobs -----------------------------------------------------------------------------------
 
 
-def _spec_from_pb(message: pb.JobSpec) -> JobSpec:
+def _sorted(entries: Mapping[str, str]) -> dict[str, str]:
+    """A protobuf map as a dict sorted by key: the map's own order differs from one process
+    to the next, and ``--json`` prints the order it has."""
+    return dict(sorted(entries.items()))
+
+
+def _spec_from_pb(message: pb.JobSpec) -> SpecView:
     limits = message.limits
-    return JobSpec(
+    return SpecView(
         command=message.command,
-        args=list(message.args),
-        env=dict(message.env),
+        args=tuple(message.args),
+        env=_sorted(message.env),
         cwd=message.cwd or "/",
-        limits=Limits(
+        limits=LimitsView(
             memory_max=_optional(limits, "memory_max"),
             memory_high=_optional(limits, "memory_high"),
             cpu=_optional(limits, "cpu"),
             cpu_weight=_optional(limits, "cpu_weight"),
             io_weight=_optional(limits, "io_weight"),
-            io=[
-                IOLimit(
+            io=tuple(
+                IOLimitView(
                     device=io.device,
                     read_bps=_optional(io, "read_bps"),
                     write_bps=_optional(io, "write_bps"),
@@ -132,21 +159,21 @@ def _spec_from_pb(message: pb.JobSpec) -> JobSpec:
                     write_iops=_optional(io, "write_iops"),
                 )
                 for io in limits.io
-            ],
+            ),
             pids_max=_optional(limits, "pids_max"),
         ),
-        isolation=Isolation(
+        isolation=IsolationView(
             uid=_optional(message.isolation, "uid"), gid=_optional(message.isolation, "gid")
         ),
         timeout=_optional(message, "timeout_seconds"),
-        options=dict(message.options),
+        options=_sorted(message.options),
         name=message.name,
-        labels=dict(message.labels),
+        labels=_sorted(message.labels),
         priority=message.priority,
-        after=[
-            Dependency(d.job_id, DEPENDENCY_KIND_FROM_PB.get(d.kind, DependencyKind.OK))
+        after=tuple(
+            DependencyView(d.job_id, DEPENDENCY_KIND_FROM_PB.get(d.kind, "ok"))
             for d in message.after
-        ],
+        ),
         hold=message.hold,
         begin_at=_optional(message, "begin_at"),
     )
@@ -176,29 +203,30 @@ def _facts(message: pb.Job) -> dict[str, Any]:
     """The facts with their types (``fact_values``), or as text from an older server.
 
     A protobuf number is a double: where the text form of the same fact is a whole number it
-    is used instead, so a byte count stays an exact ``int``.
+    is used instead, so a byte count stays an exact ``int``. Sorted by key, as every map here
+    (see :func:`_sorted`).
     """
-    texts = dict(message.facts)
+    texts = _sorted(message.facts)
     if not message.HasField("fact_values"):
         return texts
     facts: dict[str, Any] = {}
-    for key, item in message.fact_values.fields.items():
+    for key, item in sorted(message.fact_values.fields.items()):
         value = _value(item)
         text = texts.get(key)
         exact = isinstance(value, float) and text is not None and _is_int_text(text)
         facts[key] = int(text) if exact and text is not None else value
     for key, text in texts.items():
         facts.setdefault(key, text)
-    return facts
+    return dict(sorted(facts.items()))
 
 
-def job_from_pb(message: pb.Job) -> Job:
-    """A :class:`Job` record from the wire, for display."""
-    return Job(
+def view_from_pb(message: pb.Job) -> JobView:
+    """The job a message describes, for display."""
+    return JobView(
         id=message.id,
-        owner=Principal(message.owner) if message.owner else None,
+        owner_name=message.owner or None,
         spec=_spec_from_pb(message.spec),
-        state=STATE_FROM_PB.get(message.state, JobState.PENDING),
+        state=STATE_FROM_PB.get(message.state, "pending"),
         pid=_optional(message, "pid"),
         exit_code=_optional(message, "exit_code"),
         signal=_optional(message, "signal"),
@@ -214,13 +242,18 @@ def job_from_pb(message: pb.Job) -> Job:
     )
 
 
+def job_from_pb(message: pb.Job) -> Job:
+    """The library's :class:`~worker_core.Job` record of a message (imports the model)."""
+    return record_of(view_from_pb(message))
+
+
 def usage_from_pb(message: pb.Job) -> dict[str, int | float]:
     """A Get answer's live usage of a running or paused job (empty otherwise); whole numbers
     (bytes) as ``int``."""
     if not message.HasField("usage"):
         return {}
     usage: dict[str, int | float] = {}
-    for key, item in message.usage.fields.items():
+    for key, item in sorted(message.usage.fields.items()):  # a map's order is arbitrary
         value = _value(item)
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue
