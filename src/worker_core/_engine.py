@@ -22,14 +22,13 @@ from collections import deque
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import pluggy
 
 from . import _plugins as plugin_loading
 from . import _validation as validation
-from ._aio import AsyncEngine
 from ._config import Config
 from ._ending import Retention, end_reason, expired
 from ._errors import (
@@ -70,6 +69,9 @@ from ._state_dir import StateDir
 from ._timers import TimerQueue
 from ._tracked import TrackedJob
 from ._watch import JobWatcher
+
+if TYPE_CHECKING:
+    from ._aio import AsyncEngine
 
 log = logging.getLogger("worker.engine")
 
@@ -144,11 +146,26 @@ class Engine:
         self._pump: OutputPump | None = None
         self._timers: TimerQueue | None = None
         self._finalizer: ThreadPoolExecutor | None = None
-        self.aio = AsyncEngine(self)
+        self._aio: AsyncEngine | None = None
 
     # -------------------------------------------------------------------------------------
     # lifecycle
     # -------------------------------------------------------------------------------------
+
+    @property
+    def aio(self) -> AsyncEngine:
+        """The same operations for asyncio code: awaitable, never blocking the loop."""
+        aio = self._aio
+        if aio is None:
+            # Made on first use: a program that never awaits (``worker run``) does not
+            # import asyncio.
+            from ._aio import AsyncEngine
+
+            with self._lock:
+                if self._aio is None:
+                    self._aio = AsyncEngine(self)
+                aio = self._aio
+        return aio
 
     @property
     def plugin_manager(self) -> pluggy.PluginManager:
@@ -344,7 +361,8 @@ class Engine:
         for entry in list(self._jobs.values()):
             self._wait_entry(entry, max(0.0, deadline - time.monotonic()))
         assert self._pump and self._timers and self._finalizer
-        self.aio.close()
+        if self._aio is not None:
+            self._aio.close()
         self._finalizer.shutdown(wait=True)
         self._pump.close()
         self._timers.close()

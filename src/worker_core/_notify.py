@@ -7,13 +7,17 @@ producer thread never blocks on, or runs code in, a consumer's event loop.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    # Imported where a coroutine waits: a program that never awaits (``worker run``) does
+    # not pay for asyncio.
+    import asyncio
 
 T = TypeVar("T")
 
@@ -97,6 +101,8 @@ class Notifier:
     def async_waiter(self) -> asyncio.Future[None]:
         """A future that completes at the next :meth:`notify_all`. Call with the notifier held,
         from a coroutine; await it after releasing."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         if len(self._futures) >= 64:
@@ -109,6 +115,8 @@ class Notifier:
 
 async def wait_future(future: asyncio.Future[None], timeout: float | None) -> bool:
     """Await ``future`` for at most ``timeout`` seconds; True if it completed."""
+    import asyncio
+
     try:
         await asyncio.wait_for(future, timeout)
         return True
