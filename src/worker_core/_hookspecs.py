@@ -287,8 +287,9 @@ def job_store(engine: Engine) -> JobStore | None:
 def register_commands(cli: click.Group) -> None:
     """Add commands to the ``worker`` command line (``serve``, ``job``, ``run``, ``certs``...).
 
-    Fires on the main thread when the ``worker`` program starts, for every installed plugin,
-    before arguments are parsed. A plugin adds its commands with ``cli.add_command(...)``.
+    Fires on the main thread, before arguments are parsed, when the ``worker`` program lists
+    its commands (``--help``, completion) or is given one that is not built in: a built-in
+    command is imported on its own. A plugin adds its commands with ``cli.add_command(...)``.
     """
 
 
