@@ -42,17 +42,22 @@ def job_dir(engine: Engine, job_id: str, controller: str) -> Path:
 
 
 def test_job_runs_inside_its_cgroup_which_is_gone_after_exit(engine: Engine, parent: str) -> None:
+    # No limit: by default (hierarchies = "needed") the job joins pids and freezer only, and
+    # its facts are the engine's (cpu_seconds) without a memory_peak; tests/cgroups/
+    # test_cgroups_hierarchies.py covers the other hierarchies.
     job = engine.submit(python("print(open('/proc/self/cgroup').read())"))
     done = engine.wait(job.id, timeout=15)
     assert done.end_reason is EndReason.EXITED, done.message
     lines = engine.output(job.id).decode().splitlines()
+    for controller in ("pids", "freezer"):
+        line = next(line for line in lines if f":{controller}:" in line)
+        assert line.endswith(f"/{parent}/{job.id}"), line
     memory_line = next(line for line in lines if ":memory:" in line)
-    assert memory_line.endswith(f"/{parent}/{job.id}")
-    pids_line = next(line for line in lines if ":pids:" in line)
-    assert pids_line.endswith(f"/{parent}/{job.id}")
-    assert not plugin_of(engine).backend.exists(job.id)
+    assert job.id not in memory_line
+    # Removed after the end is reported, by the plugin's housekeeping thread.
+    assert wait_until(lambda: not plugin_of(engine).backend.exists(job.id))
     assert done.facts["cpu_seconds"] > 0
-    assert done.facts["memory_peak"] > 0
+    assert "memory_peak" not in done.facts
     assert done.facts["oom_killed"] is False
 
 
@@ -63,7 +68,7 @@ def test_oom_kill_is_reported(engine: Engine) -> None:
     assert done.end_reason is EndReason.OOM_KILLED, done.message
     assert done.facts["oom_killed"] is True
     assert done.facts["memory_peak"] <= 64 * MIB
-    assert not plugin_of(engine).backend.exists(job.id)
+    assert wait_until(lambda: not plugin_of(engine).backend.exists(job.id))
 
 
 def test_fork_bomb_is_contained_then_stopped(engine: Engine) -> None:
@@ -85,7 +90,7 @@ def test_fork_bomb_is_contained_then_stopped(engine: Engine) -> None:
     assert stopped.state is JobState.ENDED
     assert stopped.end_reason is EndReason.STOPPED, stopped.message
     assert wait_until(lambda: not any(alive(p) for p in seen))
-    assert not plugin_of(engine).backend.exists(job.id)
+    assert wait_until(lambda: not plugin_of(engine).backend.exists(job.id))
 
 
 def test_cpu_quarter_of_a_core(engine: Engine) -> None:
@@ -111,7 +116,7 @@ def test_stop_reaches_a_daemonized_grandchild(engine: Engine) -> None:
     stopped = engine.stop(job.id, grace=0.5, timeout=15)
     assert stopped.end_reason is EndReason.STOPPED, stopped.message
     assert wait_until(lambda: not alive(grandchild))
-    assert not plugin_of(engine).backend.exists(job.id)
+    assert wait_until(lambda: not plugin_of(engine).backend.exists(job.id))
 
 
 def test_a_daemon_left_by_an_exited_job_dies_with_it(engine: Engine) -> None:
@@ -120,7 +125,7 @@ def test_a_daemon_left_by_an_exited_job_dies_with_it(engine: Engine) -> None:
     assert done.end_reason is EndReason.EXITED, done.message
     grandchild = int(engine.output(job.id).split()[0])
     assert wait_until(lambda: not alive(grandchild))
-    assert not plugin_of(engine).backend.exists(job.id)
+    assert wait_until(lambda: not plugin_of(engine).backend.exists(job.id))
 
 
 @pytest.mark.parametrize(
@@ -139,7 +144,7 @@ def test_unhonourable_limits_are_refused_and_nothing_is_created(
         engine.submit(python("pass", limits))
     assert info.value.field == field
     assert engine.list() == []
-    assert plugin_of(engine).backend.leftovers() == []
+    assert wait_until(lambda: plugin_of(engine).backend.leftovers() == [])
 
 
 def test_concurrent_jobs_each_get_and_lose_their_cgroup(engine: Engine) -> None:
@@ -159,4 +164,4 @@ def test_concurrent_jobs_each_get_and_lose_their_cgroup(engine: Engine) -> None:
     assert len(ids) == 8
     for job_id in ids:
         assert engine.wait(job_id, timeout=30).end_reason is EndReason.EXITED
-    assert plugin_of(engine).backend.leftovers() == []
+    assert wait_until(lambda: plugin_of(engine).backend.leftovers() == [])

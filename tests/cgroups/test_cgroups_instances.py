@@ -203,10 +203,13 @@ def test_an_engine_inside_another_ones_parent_is_left_alone(subtrees: Subtrees) 
     outer = f"worker-test-{os.urandom(4).hex()}"
     inner = subtrees.engine(parent=f"{outer}/inner")
     job = inner.submit(JobSpec("sleep", args=["60"]))
-    subtrees.engine(parent=outer)  # its start-up clean-up sees "inner" under its parent
+    outer_engine = subtrees.engine(parent=outer)  # its start-up clean-up sees "inner"
     assert inner.get(job.id).state.value == "running", "the outer engine killed the inner's job"
     inner.stop(job.id, grace=0)
     subtrees.track(outer)
+    # The outer engine stops first: while it runs, its parent holds its ready cgroups, so
+    # the inner engine could not remove the directory it made for both.
+    outer_engine.close()
 
 
 def _dead_pid() -> int:

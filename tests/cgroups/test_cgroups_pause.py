@@ -2,8 +2,10 @@
 
 The plugin's ``freeze_job``, ``signal_job`` and ``job_usage`` hooks are called the way the
 engine calls them, through its plugin manager, on jobs the engine started; the job's CPU
-time is read straight from its cgroup files, independently of the code under test. The
-same hooks on the v2 backend are in ``test_cgroups_v2_pause.py``.
+time is read straight from its cgroup files, independently of the code under test, so
+these engines put every job in every hierarchy (``hierarchies = "all"``; jobs in the pids
+and freezer hierarchies alone are paused in ``test_cgroups_hierarchies.py``). The same
+hooks on the v2 backend are in ``test_cgroups_v2_pause.py``.
 """
 
 from __future__ import annotations
@@ -11,13 +13,13 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from helpers import alive, wait_until
 
-from worker_core import EndReason, JobSpec, JobState
+from worker_core import Config, EndReason, JobSpec, JobState
 from worker_core._engine import Engine
 from worker_core._model import Job
 from worker_plugins.cgroups.plugin import CgroupsPlugin
@@ -33,6 +35,19 @@ FROZEN_EPSILON = 0.01
 
 #: How long a frozen job is watched for progress it must not make.
 WATCH = 0.5
+
+
+def all_hierarchies(parent: str, **engine: object) -> Config:
+    return Config.from_mapping(
+        {"engine": engine, "plugins": {"cgroups": {"parent": parent, "hierarchies": "all"}}}
+    )
+
+
+@pytest.fixture
+def engine(parent: str) -> Iterator[Engine]:
+    """As the area's ``engine``, every job in every hierarchy (its cpuacct is read here)."""
+    with Engine(plugins=["cgroups"], config=all_hierarchies(parent)) as e:
+        yield e
 
 
 def plugin_of(engine: Engine) -> CgroupsPlugin:
@@ -120,7 +135,7 @@ def test_pause_stops_cpu_time_and_resume_restarts_it(engine: Engine) -> None:
 
     stopped = engine.stop(job_id, grace=0.5, timeout=15)
     assert stopped.end_reason is EndReason.STOPPED, stopped.message
-    assert not plugin_of(engine).backend.exists(job_id)
+    assert wait_until(lambda: not plugin_of(engine).backend.exists(job_id))
 
 
 #: The main process daemonizes a grandchild (new session, output detached) that appends a
@@ -167,7 +182,7 @@ def test_a_daemonized_grandchild_is_frozen_too(engine: Engine, tmp_path: Path) -
     stopped = engine.stop(job.id, grace=0.5, timeout=15)
     assert stopped.end_reason is EndReason.STOPPED, stopped.message
     assert wait_until(lambda: not alive(grandchild))
-    assert not plugin_of(engine).backend.exists(job.id)
+    assert wait_until(lambda: not plugin_of(engine).backend.exists(job.id))
 
 
 #: Holds 20 MiB it has written to (so the pages are charged), says so, then burns CPU.
@@ -221,7 +236,7 @@ def test_a_signal_to_a_paused_job_waits_for_the_resume(engine: Engine) -> None:
     done = engine.wait(job_id, timeout=15)
     assert done.state is JobState.ENDED
     assert done.signal == signal.SIGTERM, (done.exit_code, done.signal, done.message)
-    assert not plugin_of(engine).backend.exists(job_id)
+    assert wait_until(lambda: not plugin_of(engine).backend.exists(job_id))
 
 
 def test_sigkill_ends_a_paused_job(engine: Engine) -> None:
@@ -233,7 +248,7 @@ def test_sigkill_ends_a_paused_job(engine: Engine) -> None:
     assert done.state is JobState.ENDED
     assert done.signal == signal.SIGKILL, (done.exit_code, done.signal, done.message)
     assert wait_until(lambda: not any(alive(p) for p in pids))
-    assert not plugin_of(engine).backend.exists(job_id)
+    assert wait_until(lambda: not plugin_of(engine).backend.exists(job_id))
 
 
 def test_stopping_a_paused_job_without_resuming_it(engine: Engine, parent: str) -> None:
@@ -246,16 +261,11 @@ def test_stopping_a_paused_job_without_resuming_it(engine: Engine, parent: str) 
     assert stopped.state is JobState.ENDED
     assert stopped.end_reason is EndReason.STOPPED, stopped.message
     assert wait_until(lambda: not any(alive(p) for p in pids))
-    assert not plugin_of(engine).backend.exists(job_id)
+    assert wait_until(lambda: not plugin_of(engine).backend.exists(job_id))
 
 
 def test_a_paused_job_is_killed_and_removed_when_the_engine_closes(parent: str) -> None:
-    from worker_core import Config
-
-    config = Config.from_mapping(
-        {"engine": {"stop_grace": 0.5}, "plugins": {"cgroups": {"parent": parent}}}
-    )
-    with Engine(plugins=["cgroups"], config=config) as engine:
+    with Engine(plugins=["cgroups"], config=all_hierarchies(parent, stop_grace=0.5)) as engine:
         job_id = burning(engine)
         pids = plugin_of(engine).backend.procs(job_id)
         assert freeze(engine, job_id, True) is True

@@ -3,7 +3,9 @@
 A backend owns the job cgroups under one parent: it creates them with their limits, signals
 every process in them, reads their facts, removes them, and finds the ones a crashed run
 left behind. Job cgroups are named by job id and found again from it alone, so nothing
-the backend needs is lost if the worker dies.
+the backend needs is lost if the worker dies. Where the host allows it (v1), it also makes
+pool entries: fresh cgroups ready under the parent that ``create`` renames to a job's id
+(see :mod:`.names` and :mod:`.pool`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from worker_core.plugin import Limits
 
 from . import fs
 from .limits import Capabilities, Write
+from .names import check_job_id, is_pool_name
 
 log = logging.getLogger("worker.cgroups")
 
@@ -59,12 +62,6 @@ class CgroupUsage:
         return usage
 
 
-def check_job_id(job_id: str) -> None:
-    # The id becomes a directory name; anything else would escape the parent.
-    if not job_id or "/" in job_id or job_id in {".", ".."} or "\0" in job_id:
-        raise fs.CgroupError(f"job id {job_id!r} cannot name a cgroup")
-
-
 class Backend(abc.ABC):
     """Job cgroups under ``parent`` on one cgroup version.
 
@@ -74,6 +71,10 @@ class Backend(abc.ABC):
     """
 
     version: str
+
+    #: Whether job cgroups can be renamed, so that a pool of ready ones is possible (cgroup
+    #: v2 refuses rename(2) with EPERM).
+    can_pool: bool = False
 
     def __init__(
         self, parent: str, default_pids_max: int, freeze_timeout: float = FREEZE_TIMEOUT
@@ -94,7 +95,26 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def job_dirs(self, job_id: str) -> list[Path]:
-        """The job's cgroup in every hierarchy used (whether or not it exists)."""
+        """The job's cgroup in every hierarchy it uses (whether or not it exists).
+
+        For a job this backend did not create (a crashed run's), every hierarchy: whatever
+        hierarchies that run used, its directories are among these.
+        """
+
+    def _assign(self, job_id: str, writes: list[Write]) -> list[Path]:
+        """Choose the hierarchies of a new job whose limits are ``writes``; its directories."""
+        return self.job_dirs(job_id)
+
+    def _forget(self, job_id: str) -> None:  # noqa: B027 - a hook with nothing to do here
+        """The job's cgroups are gone: drop what :meth:`_assign` recorded."""
+
+    def pool_dirs(self) -> list[Path]:
+        """The parent in each hierarchy a pool entry is made in (every job uses these)."""
+        return []
+
+    def _pool_writes(self) -> list[Write]:
+        """What a pool entry has written when it is made (the default ``pids.max``)."""
+        return [Write("pids", "pids.max", str(self.default_pids_max))]
 
     @abc.abstractmethod
     def writes(self, limits: Limits) -> list[Write]:
@@ -142,29 +162,105 @@ class Backend(abc.ABC):
                 self._created |= created
             return self._caps
 
+    def capabilities(self) -> Capabilities:
+        """What job cgroups offer, as :meth:`prepare` last found; prepares on first use.
+
+        Does not look at the parents again: a job's start pays no stat per hierarchy, and
+        a parent removed behind our back is made again when a mkdir meets its absence.
+        """
+        caps = self._caps
+        return caps if caps is not None else self.prepare()
+
     def check(self, limits: Limits) -> None:
         """Raise InvalidSpec if ``limits`` cannot be honoured here; creates no job cgroup."""
         self.writes(limits)
 
-    def create(self, job_id: str, limits: Limits) -> list[str]:
-        """Create the job's cgroups with ``limits`` applied; their ``cgroup.procs`` paths."""
+    def create(self, job_id: str, limits: Limits, *, pooled: str | None = None) -> list[str]:
+        """Create the job's cgroups with ``limits`` applied; their ``cgroup.procs`` paths.
+
+        ``pooled``: a pool entry (:meth:`make_pool_entry`) to rename to the job's id where
+        it exists, instead of making those directories; it is the job's from then on. If it
+        cannot be renamed (gone, say), it is removed and the job's cgroups are made anew.
+        """
         check_job_id(job_id)
-        self.prepare()
         writes = self.writes(limits)
-        dirs = self.job_dirs(job_id)
+        dirs = self._assign(job_id, writes)
         try:
+            adopted = self._adopt(pooled, job_id) if pooled is not None else set()
             for path in dirs:
-                try:
-                    path.mkdir()
-                except OSError as exc:
-                    raise fs.CgroupError(f"cannot create {path}: {exc.strerror or exc}") from exc
+                if path not in adopted:
+                    self._mkdir(path)
+            done = self._pool_writes() if adopted else []
             for write in writes:
-                self._apply(job_id, write)
+                if write not in done:  # already there since the entry was made
+                    self._apply(job_id, write)
         except BaseException:
             # Nothing ran in it yet; a quick removal is enough.
             self.remove(job_id, timeout=1.0)
             raise
         return [str(path / "cgroup.procs") for path in dirs]
+
+    def make_pool_entry(self, name: str) -> None:
+        """Make the pool entry ``name`` in every pool hierarchy, its default writes done;
+        raises :class:`~.fs.CgroupError` (and leaves nothing) if that fails."""
+        self.capabilities()
+        made: list[Path] = []
+        try:
+            for top in self.pool_dirs():
+                self._mkdir(top / name)
+                made.append(top / name)
+            for write in self._pool_writes():
+                self._apply(name, write)
+        except BaseException:
+            for path in reversed(made):
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+            raise
+
+    def remove_pool_entry(self, name: str) -> bool:
+        """Remove an unused pool entry of ours; False (logged) if it could not be."""
+        try:
+            for top in self.pool_dirs():
+                with contextlib.suppress(FileNotFoundError):
+                    (top / name).rmdir()
+        except OSError:
+            # Not the empty, never-used cgroup it should be: the thorough way.
+            return self.remove(name, timeout=1.0)
+        return True
+
+    def _mkdir(self, path: Path) -> None:
+        """Make one cgroup under the parent, making the parent again if it vanished."""
+        try:
+            try:
+                path.mkdir()
+            except FileNotFoundError:
+                self.prepare()  # someone removed the parent: set it up again, once
+                path.mkdir()
+        except OSError as exc:
+            raise fs.CgroupError(f"cannot create {path}: {exc.strerror or exc}") from exc
+
+    def _adopt(self, name: str, job_id: str) -> set[Path]:
+        """Rename pool entry ``name`` to ``job_id`` in every pool hierarchy; the job
+        directories it became, or an empty set (and the entry removed) if it could not be."""
+        renamed: list[Path] = []
+        try:
+            for top in self.pool_dirs():
+                os.rename(top / name, top / job_id)
+                renamed.append(top / job_id)
+        except OSError as exc:
+            log.warning(
+                "pool entry %s: cannot rename it for job %s (%s); making its cgroup anew",
+                name,
+                job_id,
+                exc.strerror or exc,
+            )
+            # Both halves are empty, never-used cgroups: a plain rmdir removes them.
+            undone = {top: top / job_id for top in self.pool_dirs() if top / job_id in renamed}
+            for top in self.pool_dirs():
+                with contextlib.suppress(OSError):
+                    undone.get(top, top / name).rmdir()
+            return set()
+        return set(renamed)
 
     def exists(self, job_id: str) -> bool:
         return any(path.is_dir() for path in self.job_dirs(job_id))
@@ -173,8 +269,7 @@ class Backend(abc.ABC):
         """Every pid in the job's cgroups and any sub-cgroup, across hierarchies."""
         pids: set[int] = set()
         for top in self.job_dirs(job_id):
-            for path in fs.subtree(top):
-                pids.update(fs.read_pids(path / "cgroup.procs"))
+            pids.update(fs.tree_pids(top))
         return sorted(pids)
 
     def kill(self, job_id: str, signum: int, *, paused: bool = False) -> None:
@@ -188,9 +283,10 @@ class Backend(abc.ABC):
         stays pending until it is thawed. SIGKILL is the exception: it thaws the job, because
         a task frozen by the v1 freezer does not die until it runs again.
         """
-        if not self.exists(job_id) or not self.procs(job_id):
-            # Nothing to signal, and nothing can join a job's cgroup from outside: skip the
-            # freeze and thaw (most calls come after the job's last process has exited).
+        if not self.procs(job_id):
+            # Nothing to signal (or no cgroup), and nothing can join a job's cgroup from
+            # outside: skip the freeze and thaw (most calls come after the job's last
+            # process has exited).
             return
         if signum == signal.SIGKILL and self._kill_all(job_id):
             if paused:
@@ -248,41 +344,67 @@ class Backend(abc.ABC):
         fs.wait_until(lambda: self._freezer_settled(job_id, frozen), self.freeze_timeout)
         return True
 
+    def try_remove(self, job_id: str) -> bool:
+        """One attempt to kill what is left and remove the job's cgroups: True when they are
+        gone, False while the kernel says busy (processes still exiting; try again later).
+        Raises OSError for anything else."""
+        if self.procs(job_id):
+            self.kill(job_id, signal.SIGKILL)
+        try:
+            for path in self.job_dirs(job_id):
+                fs.rmdir_tree(path)
+        except OSError as exc:
+            if exc.errno in fs.BUSY:
+                return False
+            raise
+        self._forget(job_id)
+        return True
+
     def remove(self, job_id: str, timeout: float | None = None) -> bool:
         """Kill what is left and remove the job's cgroups, retrying for ``timeout`` seconds.
 
         rmdir only succeeds once the cgroup is empty, and processes leave it when they have
         finished exiting, shortly after SIGKILL. Returns False (and logs) if time ran out.
+        This waits; the plugin removes an ended job's cgroups off the job's path, with
+        :meth:`try_remove` from its housekeeping thread.
         """
         deadline = time.monotonic() + (self.remove_timeout if timeout is None else timeout)
         sleep = 0.002
         while True:
-            if self.procs(job_id):
-                self.kill(job_id, signal.SIGKILL)
             try:
-                for path in self.job_dirs(job_id):
-                    fs.rmdir_tree(path)
-                return True
-            except OSError as exc:
-                if exc.errno not in fs.BUSY or time.monotonic() >= deadline:
-                    log.warning("job %s: cannot remove its cgroup: %s", job_id, exc)
+                if self.try_remove(job_id):
+                    return True
+                if time.monotonic() >= deadline:
+                    log.warning("job %s: cannot remove its cgroup: still busy", job_id)
                     return False
+            except OSError as exc:
+                log.warning("job %s: cannot remove its cgroup: %s", job_id, exc)
+                return False
             time.sleep(min(sleep, max(0.0, deadline - time.monotonic())))
             sleep = min(sleep * 2, 0.1)
 
-    def leftovers(self) -> list[str]:
-        """Ids of job cgroups under the parent (after a crash, those of the previous run)."""
-        ids: set[str] = set()
+    def _names(self) -> set[str]:
+        """Every directory directly under the parent, in any hierarchy."""
+        names: set[str] = set()
         for parent in self.parent_dirs():
             try:
-                ids.update(
+                names.update(
                     entry.name
                     for entry in os.scandir(parent)
                     if entry.is_dir(follow_symlinks=False)
                 )
             except OSError:
                 continue
-        return sorted(ids)
+        return names
+
+    def leftovers(self) -> list[str]:
+        """Ids of job cgroups under the parent (after a crash, those of the previous run);
+        pool entries are not jobs and are not among them (see :meth:`pool_leftovers`)."""
+        return sorted(name for name in self._names() if not is_pool_name(name))
+
+    def pool_leftovers(self) -> list[str]:
+        """Names of pool entries under the parent: ours, or a crashed run's."""
+        return sorted(name for name in self._names() if is_pool_name(name))
 
     def remove_parents(self) -> None:
         """Remove the parents this backend created, if empty; an admin's own are kept."""

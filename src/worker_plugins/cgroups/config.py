@@ -16,6 +16,12 @@ MIB = 1 << 20
 
 BACKENDS = ("auto", "v1", "v2")
 
+#: Which v1 hierarchies a job cgroup is made in: those its limits need, or every one.
+HIERARCHIES = ("needed", "all")
+
+#: The largest ``pool_size`` accepted: more ready cgroups than this only wastes kernel memory.
+MAX_POOL_SIZE = 256
+
 #: Where every engine's own subtree is, unless ``parent`` names another: ``worker/<instance>``.
 BASE = "worker"
 
@@ -63,6 +69,19 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: int) -> 
         raise ValueError(f"{attribute.name} must be a positive integer, got {value!r}")
 
 
+def _pool_size(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_POOL_SIZE:
+        raise ValueError(
+            f"{attribute.name} must be an integer from 0 (no pool) to {MAX_POOL_SIZE}, "
+            f"got {value!r}"
+        )
+
+
+def _hierarchies(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value not in HIERARCHIES:
+        raise ValueError(f"{attribute.name} must be one of {', '.join(HIERARCHIES)}, got {value!r}")
+
+
 def _backend(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
     if value not in BACKENDS:
         raise ValueError(f"{attribute.name} must be one of {', '.join(BACKENDS)}, got {value!r}")
@@ -92,6 +111,19 @@ class CgroupsConfig:
     - ``backend``: ``auto`` (v2 where the v2 hierarchy has the controllers), ``v1`` or ``v2``.
     - ``min_memory``: the smallest ``memory_max``/``memory_high`` accepted, in bytes; below
       it a job cannot even start an interpreter and the limit is surely a unit mistake.
+    - ``pool_size``: how many fresh, never-used job cgroups are kept ready under the parent
+      (named ``pool-<random>``, made in the background), so that starting a job renames one
+      instead of creating it; 0 disables the pool. v1 only: cgroup v2 cannot rename a
+      cgroup, and its job cgroup is a single directory anyway.
+    - ``hierarchies``: which v1 hierarchies a job joins (each costs its start and end some
+      work). ``needed``: pids and freezer, plus memory only with a memory limit, cpu and
+      cpuacct only with a CPU limit (``cpu`` or ``cpu_weight``), blkio only with an IO
+      limit; in the others the job stays in the engine's own cgroup, so limits set on
+      ``parent`` itself there do not cover it. ``all``: every one, so that every job has a
+      ``memory_peak`` and its cgroup's ``cpu_seconds``. A job outside the memory or cpuacct
+      hierarchy has no ``memory_peak`` fact, its ``cpu_seconds`` fact is the engine's (the
+      CPU time of its main process and the children it waited for), and its live usage is
+      summed over its processes from /proc (resident memory, CPU time).
     """
 
     instance: str | None = attrs.field(default=None, validator=_instance)
@@ -100,6 +132,8 @@ class CgroupsConfig:
     root: str = attrs.field(default="/sys/fs/cgroup", validator=_absolute)
     backend: str = attrs.field(default="auto", validator=_backend)
     min_memory: int = attrs.field(default=4 * MIB, validator=_positive)
+    pool_size: int = attrs.field(default=4, validator=_pool_size)
+    hierarchies: str = attrs.field(default="needed", validator=_hierarchies)
 
     def __attrs_post_init__(self) -> None:
         if self.instance is not None and self.parent is not None:

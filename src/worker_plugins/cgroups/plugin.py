@@ -2,6 +2,11 @@
 
 Enable it with ``--plugins cgroups``; configure it in ``[plugins.cgroups]``
 (:class:`~worker_plugins.cgroups.config.CgroupsConfig`).
+
+What a job's start and end wait for is kept small: its cgroup is a ready one from the pool
+(:mod:`.pool`), renamed, where the host allows it; its facts are read when it ends, and its
+cgroup is removed after its end is reported, by the housekeeping thread
+(:mod:`.housekeeper`), which also refills the pool.
 """
 
 from __future__ import annotations
@@ -29,11 +34,14 @@ from worker_core.plugin import (
 )
 
 from . import fs
-from .backend import Backend
+from .backend import REMOVE_TIMEOUT, Backend
 from .config import BASE, CgroupsConfig, engine_parent, is_instance_name, run_pid
 from .detect import detect
+from .housekeeper import Housekeeper
 from .limits import check_ranges, enforced_fields
+from .names import is_pool_name
 from .parent_lock import ParentLock, lock_path
+from .pool import CgroupPool
 from .v1 import V1Backend
 from .v2 import V2Backend
 
@@ -48,7 +56,9 @@ def make_backend(config: CgroupsConfig, parent: str) -> Backend:
     if host.choose(config.backend) == "v2":
         assert host.v2_mount is not None  # choose() returns "v2" only with a mount
         return V2Backend(host.v2_mount, parent, config.default_pids_max)
-    return V1Backend(host.v1_mounts, parent, config.default_pids_max)
+    return V1Backend(
+        host.v1_mounts, parent, config.default_pids_max, hierarchies=config.hierarchies
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -69,23 +79,31 @@ class _JobCgroup:
     # Frozen by freeze_job (a pause), as opposed to the moment's freeze around a signal:
     # a signal must then leave it frozen. Guarded by ``lock``.
     paused: bool = False
+    # post_exit has run: the job is over, its cgroup only waits for removal; pause and
+    # usage no longer answer for it. Guarded by ``lock``.
+    ended: bool = False
 
 
 class CgroupsPlugin:
     """Confines each job to its own cgroup: limits, whole-job signals, OOM and usage facts.
 
     - ``validate_spec`` refuses limits the host cannot honour, before anything is created.
-    - ``pre_spawn`` creates the cgroup with its limits (``pids.max`` always) and adds its
-      ``cgroup.procs`` files to the plan; the child joins before exec.
+    - ``pre_spawn`` creates the cgroup with its limits (``pids.max`` always), renaming a
+      ready one from the pool where there is one, and adds its ``cgroup.procs`` files to
+      the plan; the child joins before exec.
     - ``signal_job`` reaches every process in the cgroup, daemonized ones included; a paused
       job stays frozen (the signal waits for the resume), except for SIGKILL, which ends it.
     - ``freeze_job`` pauses and resumes the whole cgroup (``cgroup.freeze``, v1 freezer).
     - ``job_usage`` reads the cgroup's CPU time and current memory, for a live job's ``get``.
-    - ``post_exit`` reports ``oom_killed``, ``memory_peak`` and ``cpu_seconds``, kills what
-      is left and removes the cgroup.
-    - ``startup`` kills and removes job cgroups a crashed earlier run left under the parent
-      (this engine's own subtree: see :func:`~.config.engine_parent`), and removes the
-      empty subtrees of engines that are not running (it kills nothing of theirs).
+    - ``post_exit`` reports ``oom_killed``, ``memory_peak`` and ``cpu_seconds`` (from the
+      hierarchies the job is in), then hands the cgroup to the housekeeping thread, which
+      kills what is left and removes it after the job's end is reported.
+    - ``startup`` kills and removes job cgroups (and ready ones) a crashed earlier run left
+      under the parent (this engine's own subtree: see :func:`~.config.engine_parent`),
+      removes the empty subtrees of engines that are not running (it kills nothing of
+      theirs), and starts filling the pool.
+    - ``shutdown`` finishes the queued removals (within a bound), removes the pool and
+      whatever job cgroup is still there, then the parent.
 
     Thread-safe: the engine calls hooks from several threads.
     """
@@ -105,6 +123,11 @@ class CgroupsPlugin:
         self._jobs: dict[str, _JobCgroup] = {}
         self._parent_lock: ParentLock | None = None
         self._state_dir: Path | None = None
+        # Made when first needed, closed by shutdown; guarded by _lock. _closing: shutdown
+        # has begun, so removals are done in place and no pool is made any more.
+        self._pool: CgroupPool | None = None
+        self._housekeeper: Housekeeper | None = None
+        self._closing = False
 
     @property
     def backend(self) -> Backend:
@@ -113,6 +136,40 @@ class CgroupsPlugin:
             if self._backend is None:
                 self._backend = make_backend(self._config, self.parent)
             return self._backend
+
+    @property
+    def pool(self) -> CgroupPool | None:
+        """The pool of ready cgroups, once made (None without one: ``pool_size = 0``, v2)."""
+        return self._pool
+
+    def pending_removals(self) -> list[str]:
+        """Ended jobs whose cgroups the housekeeping thread has still to remove."""
+        keeper = self._housekeeper
+        return keeper.pending() if keeper is not None else []
+
+    def _ready_pool(self) -> CgroupPool | None:
+        """The pool, made on first use; None if there is to be none."""
+        backend = self.backend
+        if self._config.pool_size == 0 or not backend.can_pool:
+            return None
+        with self._lock:
+            if self._pool is None and not self._closing:
+                self._pool = CgroupPool(backend, self._config.pool_size)
+            return self._pool
+
+    def _keeper(self) -> Housekeeper | None:
+        """The housekeeping thread's handle, made on first use; None once shutting down."""
+        with self._lock:
+            if self._housekeeper is None and not self._closing:
+                self._housekeeper = Housekeeper(
+                    self._remove_once, self._refill, lambda: self.backend.remove_timeout
+                )
+            return self._housekeeper
+
+    def _refill(self) -> None:
+        pool = self._pool
+        if pool is not None:
+            pool.fill()
 
     @property
     def parent(self) -> str:
@@ -126,6 +183,7 @@ class CgroupsPlugin:
     @hookimpl
     def configure(self, engine: object, config: Config) -> None:
         self._config = config.section("cgroups", CgroupsConfig)
+        self._closing = False
         value = config.engine.state_dir
         self._state_dir = None if value is None else config.resolve_path(value)
         self._parent = engine_parent(self._config, self._state_dir)
@@ -207,9 +265,22 @@ class CgroupsPlugin:
     def startup(self, engine: object) -> None:
         self.cleanup_leftovers()
         self.remove_abandoned_subtrees()
+        # After the clean-up, so that it never meets an entry being made.
+        if self._ready_pool() is not None and (keeper := self._keeper()) is not None:
+            keeper.refill()
 
     @hookimpl
     def shutdown(self, engine: object) -> None:
+        with self._lock:
+            self._closing = True
+            keeper, self._housekeeper = self._housekeeper, None
+            pool, self._pool = self._pool, None
+            backend = self._backend
+        if keeper is not None:
+            # The queued removals first, within a bound; what they leave is removed below.
+            keeper.close(backend.remove_timeout if backend is not None else REMOVE_TIMEOUT)
+        if pool is not None:
+            pool.close()
         with self._lock:
             remaining = list(self._jobs)
         for job_id in remaining:
@@ -218,10 +289,27 @@ class CgroupsPlugin:
         self._unlock_parent()
 
     def cleanup_leftovers(self) -> list[str]:
-        """Kill and remove job cgroups under the parent that no job of ours owns; their ids."""
+        """Kill and remove job cgroups under the parent that no job of ours owns; their ids.
+
+        Ready cgroups (pool entries) that are not our pool's, a crashed run's, are removed
+        too, quietly: they never held a job.
+        """
         backend = self.backend
         with self._lock:
             ours = set(self._jobs)
+            pool = self._pool
+        stale = [
+            name
+            for name in backend.pool_leftovers()
+            if not (pool is not None and pool.owns(name)) and not self._another_engines(name)
+        ]
+        cleared = sum(backend.remove(name) for name in stale)
+        if cleared:
+            log.info(
+                "removed %d ready cgroup%s an earlier run left",
+                cleared,
+                "" if cleared == 1 else "s",
+            )
         removed = []
         for job_id in backend.leftovers():
             if job_id in ours:
@@ -274,7 +362,8 @@ class CgroupsPlugin:
                 names.update(e.name for e in os.scandir(base) if e.is_dir(follow_symlinks=False))
         own = self.parent.rsplit("/", 1)[-1]
         removed = []
-        for name in sorted(names - {own}):
+        # A ready cgroup (pool-*) there belongs to an engine whose parent is worker/ itself.
+        for name in sorted(n for n in names - {own} if not is_pool_name(n)):
             pid = run_pid(name)
             if pid is not None and _alive(pid):
                 continue
@@ -324,7 +413,7 @@ class CgroupsPlugin:
         limits = spec.limits
         check_ranges(limits, min_memory=self._config.min_memory, cpu_count=os.cpu_count() or 1)
         try:
-            caps = self.backend.prepare()
+            caps = self.backend.capabilities()
         except WorkerError as exc:
             raise InvalidSpec("limits", f"cgroups are unavailable on this host: {exc}") from exc
         self.backend.check(limits)
@@ -337,13 +426,19 @@ class CgroupsPlugin:
             if job.id in self._jobs:
                 raise WorkerError(f"job {job.id}: already has a cgroup")
             self._jobs[job.id] = entry
+        pool = self._ready_pool()
+        # Taken out of the pool for good: whatever happens next, it is never handed out again.
+        pooled = pool.take() if pool is not None else None
         try:
             with entry.lock:
-                procs = self.backend.create(job.id, job.spec.limits)
+                procs = self.backend.create(job.id, job.spec.limits, pooled=pooled)
         except BaseException:
             with self._lock:
                 self._jobs.pop(job.id, None)
             raise
+        finally:
+            if pool is not None and (keeper := self._keeper()) is not None:
+                keeper.refill()
         plan.cgroup_procs.extend(procs)
 
     def _entry(self, job_id: str) -> _JobCgroup | None:
@@ -369,7 +464,7 @@ class CgroupsPlugin:
         if entry is None:
             return None
         with entry.lock:
-            if not self.backend.exists(job.id):
+            if entry.ended or not self.backend.exists(job.id):
                 return None
             # False: no freezer here, so the engine's SIGSTOP/SIGCONT fallback applies. A
             # freeze that does not complete raises (the job is thawed and keeps running).
@@ -382,7 +477,8 @@ class CgroupsPlugin:
     def job_usage(self, job: Job) -> dict[str, int | float] | None:
         # No per-job lock: a pause holds it for up to the freeze timeout, and these are
         # plain reads that tolerate the cgroup vanishing (they read as absent).
-        if self._entry(job.id) is None:
+        entry = self._entry(job.id)
+        if entry is None or entry.ended:
             return None
         return self.backend.usage(job.id).as_dict() or None
 
@@ -403,7 +499,36 @@ class CgroupsPlugin:
                 result.facts["cpu_seconds"] = stats.cpu_seconds
         except Exception:
             log.exception("job %s: cannot read its cgroup's facts", job.id)
-        self._remove(job.id)
+        with entry.lock:
+            entry.ended = True
+            if entry.paused:
+                # Ended frozen (without a resume): thaw now, so that nothing is left frozen
+                # whatever becomes of the removal. Rare, and short.
+                with contextlib.suppress(WorkerError):
+                    self.backend.freeze(job.id, False)
+                entry.paused = False
+        # Killing what is left and removing the cgroup wait for the kernel (EBUSY for a
+        # moment after the last task exits): not on the way to the job's end.
+        keeper = self._keeper()
+        if keeper is None or not keeper.remove(job.id):
+            self._remove(job.id)
+
+    def _remove_once(self, job_id: str) -> bool:
+        """The housekeeping thread's attempt: True when done with ``job_id``, False if busy."""
+        entry = self._entry(job_id)
+        if entry is None:
+            return True
+        try:
+            with entry.lock:
+                removed = self.backend.try_remove(job_id)
+        except OSError as exc:
+            # Not a moment's EBUSY: the job stays ours, for shutdown to try again.
+            log.warning("job %s: cannot remove its cgroup: %s", job_id, exc)
+            return True
+        if removed:
+            with self._lock:
+                self._jobs.pop(job_id, None)
+        return removed
 
     def _remove(self, job_id: str) -> None:
         with self._lock:

@@ -64,7 +64,7 @@ class V2Backend(Backend):
         return caps, created
 
     def writes(self, limits: Limits) -> list[Write]:
-        return v2_writes(limits, self.prepare(), self.default_pids_max)
+        return v2_writes(limits, self.capabilities(), self.default_pids_max)
 
     def _apply(self, job_id: str, write: Write) -> None:
         fs.write(self.job_dirs(job_id)[0] / write.file, write.value)
