@@ -160,18 +160,69 @@ _SPAWN_SIGDEF = tuple(_LAUNCHER_SIGNALS)
 
 
 def _needs_fork(plan: dict[str, Any]) -> bool:
-    """Whether the child must run code before exec (anything posix_spawn cannot express)."""
+    """Whether the child must run code of its own before exec: what neither posix_spawn nor
+    the launcher standing where the job starts (its cgroups, its directory) can give."""
     return bool(
-        plan["cgroup_procs"]
-        or plan["namespaces"]
+        plan["namespaces"]
         or plan["rlimits"]
         or plan["uid"] is not None
         or plan["gid"] is not None
         or plan["no_new_privileges"]
         or plan["capabilities"] is not None
         or plan["readonly_paths"]
-        or plan["cwd"] != "/"
     )
+
+
+def _cgroup_homes() -> dict[str, str]:
+    """Each cgroup mount point, and the directory of the launcher's own cgroup under it.
+
+    From ``/proc/self/mountinfo`` (which hierarchy each mount is: its controllers, or
+    ``cgroup2``) and ``/proc/self/cgroup`` (where this process is in each). A mount whose
+    root does not contain our cgroup (another namespace's view) is left out.
+    """
+    own: dict[str, str] = {}
+    controllers: set[str] = set()
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                _, listed, path = line.rstrip("\n").split(":", 2)
+                own[",".join(sorted(listed.split(",")))] = path
+        with open("/proc/cgroups") as f:
+            controllers = {line.split()[0] for line in f if not line.startswith("#")}
+    except (OSError, ValueError):
+        return {}
+    homes: dict[str, str] = {}
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            dash = fields.index("-")
+            fstype, root, mount = fields[dash + 1], fields[3], fields[4]
+            if fstype == CGROUP2_FSTYPE:
+                key = ""
+            elif fstype == "cgroup":
+                options = fields[dash + 3].split(",")
+                names = [o for o in options if o in controllers or o.startswith("name=")]
+                key = ",".join(sorted(names))
+            else:
+                continue
+            where = own.get(key)
+            if where is None:
+                continue
+            if root != "/":
+                if where != root and not where.startswith(root + "/"):
+                    continue
+                where = where[len(root) :]
+            homes[mount] = (mount.rstrip("/") + where).rstrip("/") or "/"
+    return homes
+
+
+def _join(procs: str) -> None:
+    """Move this whole process into the cgroup whose ``cgroup.procs`` is ``procs``."""
+    fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, b"0")
+    finally:
+        os.close(fd)
 
 
 def _default_all_signals() -> None:
@@ -544,6 +595,10 @@ class Launcher:
         self.pid = os.getpid()
         self._cgroup2: list[str] | None = None
         self._clone3 = True  # until the kernel says it has no CLONE_INTO_CGROUP
+        # Mount point -> our own cgroup there, to come back to after a spawn in place.
+        self._homes: dict[str, str] | None = None
+        self._home_ok: set[str] = set()  # homes we have once moved into (so we can return)
+        self._in_place = True  # until coming back home once failed
         # Orphans of jobs (a daemon whose parent exited) are reparented here rather than to
         # init: they are reaped, and they are still found and killed when the engine goes.
         _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -617,12 +672,15 @@ class Launcher:
         out_fd, err_fd = fds
         plan = message["plan"]
         try:
-            if _needs_fork(plan):
+            spawned = None
+            if not _needs_fork(plan):
+                spawned = self._spawn_in_place(plan, out_fd, err_fd)
+            if spawned is None:
                 # Answered when the child's setup ends (see _setup_progress), not now: other
                 # requests are served while this child is setting itself up.
                 self._fork_and_apply(message, plan, out_fd, err_fd)
                 return
-            pid, report = self._posix_spawn(plan, out_fd, err_fd)
+            pid, report = spawned
         finally:
             os.close(out_fd)
             os.close(err_fd)
@@ -632,7 +690,8 @@ class Launcher:
         # A pidfd, opened before the launcher could reap the PID, lets the engine kill the job
         # race-free even if this launcher dies (a posix_spawn'd job has no parent-death signal).
         pidfd = os.pidfd_open(pid)
-        self._started(message["id"], message["job"], pid, pidfd, plan["cgroup_procs"], "")
+        how = "a spawn from inside it" if plan["cgroup_procs"] else ""
+        self._started(message["id"], message["job"], pid, pidfd, plan["cgroup_procs"], how)
 
     def _started(
         self, request: int, job: str, pid: int, pidfd: int, cgroup_procs: list[str], how: str
@@ -641,6 +700,80 @@ class Launcher:
         reply = {"op": "spawned", "id": request, "job": job, "pid": pid, "placement": how}
         self.send(reply, [pidfd])
         os.close(pidfd)
+
+    def _spawn_in_place(
+        self, plan: dict[str, Any], out_fd: int, err_fd: int
+    ) -> tuple[int, dict[str, Any] | None] | None:
+        """posix_spawn from where the job must start: the launcher joins the job's cgroups and
+        enters its directory, spawns (the child is born inside them, and never runs outside
+        for an instant), then goes back to its own. None: this plan needs the fork path.
+
+        vfork shares the launcher's memory instead of copying it: in a forked child each page
+        the interpreter touches before exec is a copy-on-write fault, which is most of what a
+        confined start costs (``bench/README.md``). The launcher is single-threaded and does
+        nothing else meanwhile, so nothing else of it runs inside a job's cgroup; its moment
+        there adds a few microseconds of CPU to the job's account.
+        """
+        procs: list[str] = plan["cgroup_procs"]
+        homes: list[str] = []
+        if procs:
+            if not self._in_place:
+                return None
+            if self._homes is None:
+                self._homes = _cgroup_homes()
+            for path in procs:
+                home = self._home_of(path)
+                if home is None:  # not a cgroup file we can come back from: the child joins
+                    return None
+                homes.append(home)
+        joined: list[str] = []
+        moved = False
+        try:
+            for path in procs:
+                _join(path)
+                joined.append(path)
+            if plan["cwd"] != "/":
+                os.chdir(plan["cwd"])
+                moved = True
+            pid, report = self._posix_spawn(plan, out_fd, err_fd)
+        except OSError:
+            # The fork path does the same in the child and reports what failed, and where.
+            return None
+        finally:
+            if moved:
+                os.chdir("/")
+            self._go_home(homes[: len(joined)])
+        if report is not None and report["errno"] == errno.EAGAIN and procs:
+            return None  # the job's pids.max counted the launcher too: the child joins alone
+        return pid, report
+
+    def _home_of(self, procs: str) -> str | None:
+        """Our own ``cgroup.procs`` in the hierarchy of ``procs``; None if there is none, or
+        if moving into it fails (a v2 cgroup that may hold no process of its own, a
+        delegation that does not reach it): we never leave a home we cannot come back to."""
+        assert self._homes is not None
+        for mount, home in self._homes.items():
+            if procs.startswith(mount.rstrip("/") + "/"):
+                path = home.rstrip("/") + "/cgroup.procs"
+                if path not in self._home_ok:
+                    try:
+                        _join(path)  # where we are already: changes nothing if it succeeds
+                    except OSError:
+                        return None
+                    self._home_ok.add(path)
+                return path
+        return None
+
+    def _go_home(self, homes: list[str]) -> None:
+        for home in homes:
+            try:
+                _join(home)
+            except OSError as exc:
+                # Never again: the launcher must not stay in a job's cgroup (its kill would
+                # reach the launcher). Jobs join their cgroups from the child from now on.
+                self._in_place = False
+                with contextlib.suppress(OSError):
+                    os.write(2, f"worker launcher: cannot return to {home}: {exc}\n".encode())
 
     def _posix_spawn(
         self, plan: dict[str, Any], out_fd: int, err_fd: int

@@ -10,17 +10,24 @@ import subprocess
 import textwrap
 from pathlib import Path
 
-from helpers import PY, alive, kill_if_alive, read_lines, wait_dead
+from helpers import PY, alive, kill_if_alive, read_lines, running_engine, wait_dead
 
-from worker_core import EndReason, Engine, JobSpec, JobState
+from worker_core import EndReason, Engine, Job, JobSpec, JobState, hookimpl
+from worker_core.plugin import SpawnPlan
 
 SERVER = textwrap.dedent(
     """
     import sys, time
-    from worker_core import Engine, JobSpec
-    engine = Engine().start()
+    from worker_core import Engine, JobSpec, hookimpl
+    class ForkPath:  # an rlimit only a forked child can apply, for a job named "forked"
+        @hookimpl
+        def pre_spawn(self, job, plan):
+            if job.spec.name == "forked":
+                plan.rlimits["RLIMIT_CORE"] = (0, 0)
+    engine = Engine([ForkPath()]).start()
     jobs = [engine.submit(JobSpec("/bin/sleep", args=["1000"])) for _ in range(2)]
-    jobs.append(engine.submit(JobSpec("/bin/sleep", args=["1000"], cwd="/tmp")))  # fork path
+    jobs.append(engine.submit(JobSpec("/bin/sleep", args=["1000"], cwd="/tmp")))  # in place
+    jobs.append(engine.submit(JobSpec("/bin/sleep", args=["1000"], name="forked")))
     launchers = ",".join(str(c.pid) for c in engine._launchers.clients)
     print(launchers, *(job.pid for job in jobs), flush=True)
     time.sleep(60)
@@ -38,7 +45,7 @@ def test_a_sigkilled_engine_leaves_no_job_behind(tmp_path: Path) -> None:
         first, *rest = server.stdout.readline().split()
         launchers = [int(p) for p in first.split(",")]
         pids = [int(p) for p in rest]
-        assert len(pids) == 3 and all(alive(pid) for pid in pids)
+        assert len(pids) == 4 and all(alive(pid) for pid in pids)
     finally:
         server.kill()
         server.wait(5)
@@ -93,18 +100,27 @@ def test_a_job_lost_with_its_launcher_is_killed(engine: Engine) -> None:
         kill_if_alive(job.pid)  # type: ignore[arg-type]
 
 
-def test_a_fork_path_job_dies_with_its_launcher(engine: Engine) -> None:
+class ForkPath:
+    """Sets an rlimit (RLIMIT_CORE 0): something only a forked child can apply."""
+
+    @hookimpl
+    def pre_spawn(self, job: Job, plan: SpawnPlan) -> None:
+        plan.rlimits["RLIMIT_CORE"] = (0, 0)
+
+
+def test_a_fork_path_job_dies_with_its_launcher() -> None:
     # Jobs the launcher forked itself carry PR_SET_PDEATHSIG: they die with it.
-    job = engine.submit(
-        JobSpec(PY, args=["-c", "import time; print(1, flush=True); time.sleep(300)"], cwd="/tmp")
-    )
-    read_lines(engine, job.id, 1)
-    try:
-        kill_launchers(engine)
-        assert wait_dead(job.pid, 30)  # type: ignore[arg-type]
-        assert engine.wait(job.id, 60).end_reason is EndReason.LOST
-    finally:
-        kill_if_alive(job.pid)  # type: ignore[arg-type]
+    with running_engine([ForkPath()]) as engine:
+        job = engine.submit(
+            JobSpec(PY, args=["-c", "import time; print(1, flush=True); time.sleep(300)"])
+        )
+        read_lines(engine, job.id, 1)
+        try:
+            kill_launchers(engine)
+            assert wait_dead(job.pid, 30)  # type: ignore[arg-type]
+            assert engine.wait(job.id, 60).end_reason is EndReason.LOST
+        finally:
+            kill_if_alive(job.pid)  # type: ignore[arg-type]
 
 
 def test_stopping_a_lost_job_returns_its_final_record(engine: Engine) -> None:

@@ -88,7 +88,8 @@ def setup_children(engine: Engine) -> list[int]:
 def test_a_launcher_serves_other_spawns_while_a_child_is_still_setting_up(fifo: Path) -> None:
     release = Release(fifo)
     with running_engine([HoldSetup(fifo)], launchers=1) as engine:
-        # /tmp as cwd: the fork path, where the launcher used to wait for each child.
+        # The FIFO is not a cgroup file the launcher could stand in: the fork path, where the
+        # launcher used to wait for each child.
         held = JobSpec("/bin/echo", args=["held ran"], name="held", cwd="/tmp")
         thread, result = submit_in_thread(engine, held)
         try:
@@ -112,9 +113,21 @@ def test_a_launcher_serves_other_spawns_while_a_child_is_still_setting_up(fifo: 
 
 
 def test_several_launchers_start_when_spawns_overlap_and_each_job_runs_once() -> None:
-    with running_engine(launchers=2) as engine:
+    class ForkSome:
+        @hookimpl
+        def pre_spawn(self, job: Job, plan: SpawnPlan) -> None:
+            if job.spec.name == "forked":
+                plan.rlimits["RLIMIT_CORE"] = (0, 0)
+
+    with running_engine([ForkSome()], launchers=2) as engine:
+        # Every way a launcher starts a job, mixed: posix_spawn, in place, forked.
         specs = [
-            JobSpec("/bin/sh", args=["-c", f"echo {i}"], cwd="/tmp" if i % 2 else "/")
+            JobSpec(
+                "/bin/sh",
+                args=["-c", f"echo {i}"],
+                cwd="/tmp" if i % 2 else "/",
+                name="forked" if i % 3 == 0 else "",
+            )
             for i in range(200)
         ]
 
@@ -196,10 +209,27 @@ def test_a_child_stuck_in_setup_is_killed_when_the_engine_shuts_down(fifo: Path)
     assert outcome.state is JobState.ENDED and outcome.end_reason is EndReason.FAILED_TO_START
 
 
+class ForkPath:
+    """Sets an rlimit (RLIMIT_CORE 0): something only a forked child can apply."""
+
+    @hookimpl
+    def pre_spawn(self, job: Job, plan: SpawnPlan) -> None:
+        plan.rlimits["RLIMIT_CORE"] = (0, 0)
+
+
 @pytest.mark.skipif(not (V2_ROOT / "cgroup.procs").exists(), reason="no cgroup v2 hierarchy")
-def test_a_job_is_cloned_straight_into_its_cgroup_v2(caplog: pytest.LogCaptureFixture) -> None:
-    # This host's v2 hierarchy has no controllers, but membership is what CLONE_INTO_CGROUP
-    # gives: the job's first look at /proc/self/cgroup already shows it inside.
+@pytest.mark.parametrize(
+    ("forked", "placement"),
+    [(False, "a spawn from inside it"), (True, "clone3")],
+    ids=["spawned from inside", "cloned into"],
+)
+def test_a_job_starts_inside_its_cgroup_v2(
+    caplog: pytest.LogCaptureFixture, forked: bool, placement: str
+) -> None:
+    # This host's v2 hierarchy has no controllers, but membership is what both placements
+    # give: the job's first look at /proc/self/cgroup already shows it inside. A plan with
+    # nothing else for the child is posix_spawned by the launcher from inside the cgroup;
+    # one that needs the fork path is cloned into it (CLONE_INTO_CGROUP).
     name = f"worker-test-clone3-{uuid.uuid4().hex[:8]}"
     cgroup = V2_ROOT / name
     cgroup.mkdir()
@@ -209,14 +239,80 @@ def test_a_job_is_cloned_straight_into_its_cgroup_v2(caplog: pytest.LogCaptureFi
         def pre_spawn(self, job: Job, plan: SpawnPlan) -> None:
             plan.cgroup_procs.append(str(cgroup / "cgroup.procs"))
 
+    plugins: list[object] = [IntoV2(), ForkPath()] if forked else [IntoV2()]
     try:
         caplog.set_level("DEBUG", logger="worker.launcher")
-        with running_engine([IntoV2()]) as engine:
+        with running_engine(plugins) as engine:
             job = engine.submit(JobSpec("/bin/cat", args=["/proc/self/cgroup"]))
             assert engine.wait(job.id, 30).end_reason is EndReason.EXITED
             lines = engine.output(job.id).decode().splitlines()
+            launchers = [client.pid for client in engine._launchers.clients]
+            # The launcher went back to its own cgroup after the spawn.
+            assert not set(launchers) & set(_pids(cgroup / "cgroup.procs"))
         assert f"0::/{name}" in lines
-        assert "placed in its cgroup by clone3" in caplog.text
+        assert f"placed in its cgroup by {placement}" in caplog.text
     finally:
-        assert wait_until(lambda: not (cgroup / "cgroup.procs").read_text().strip(), 30)
+        assert wait_until(lambda: not _pids(cgroup / "cgroup.procs"), 30)
+        cgroup.rmdir()
+
+
+def _pids(procs: Path) -> list[int]:
+    return [int(p) for p in procs.read_text().split()]
+
+
+def test_a_spawn_from_inside_a_v1_cgroup_leaves_the_launcher_where_it_was() -> None:
+    # pids is v1 here: the launcher joins the job's cgroup for the spawn and goes back.
+    root = Path("/sys/fs/cgroup/pids")
+    if not (root / "cgroup.procs").exists():
+        pytest.skip("no v1 pids hierarchy")
+    cgroup = root / f"worker-test-inplace-{uuid.uuid4().hex[:8]}"
+    cgroup.mkdir()
+    (cgroup / "pids.max").write_text("8")
+
+    class IntoPids:
+        @hookimpl
+        def pre_spawn(self, job: Job, plan: SpawnPlan) -> None:
+            plan.cgroup_procs.append(str(cgroup / "cgroup.procs"))
+
+    try:
+        with running_engine([IntoPids()]) as engine:
+            before = {
+                c.pid: Path(f"/proc/{c.pid}/cgroup").read_text() for c in engine._launchers.clients
+            }
+            job = engine.submit(JobSpec("/bin/sleep", args=["30"], cwd="/tmp"))
+            try:
+                assert _pids(cgroup / "cgroup.procs") == [job.pid]
+                assert os.readlink(f"/proc/{job.pid}/cwd") == "/tmp"
+                for pid, text in before.items():
+                    assert Path(f"/proc/{pid}/cgroup").read_text() == text
+                    assert os.readlink(f"/proc/{pid}/cwd") == "/"
+            finally:
+                engine.stop(job.id, grace=0)
+    finally:
+        assert wait_until(lambda: not _pids(cgroup / "cgroup.procs"), 30)
+        cgroup.rmdir()
+
+
+def test_a_job_whose_pids_max_leaves_no_room_for_the_launcher_still_starts() -> None:
+    # pids.max 1: the launcher inside the cgroup would take the only slot, so the spawn
+    # from inside fails with EAGAIN and the job is started the other way (the child joins).
+    root = Path("/sys/fs/cgroup/pids")
+    if not (root / "cgroup.procs").exists():
+        pytest.skip("no v1 pids hierarchy")
+    cgroup = root / f"worker-test-inplace-{uuid.uuid4().hex[:8]}"
+    cgroup.mkdir()
+    (cgroup / "pids.max").write_text("1")
+
+    class IntoPids:
+        @hookimpl
+        def pre_spawn(self, job: Job, plan: SpawnPlan) -> None:
+            plan.cgroup_procs.append(str(cgroup / "cgroup.procs"))
+
+    try:
+        with running_engine([IntoPids()]) as engine:
+            job = engine.submit(JobSpec("/bin/echo", args=["alone"]))
+            assert engine.wait(job.id, 30).end_reason is EndReason.EXITED
+            assert engine.output(job.id) == b"alone\n"
+    finally:
+        assert wait_until(lambda: not _pids(cgroup / "cgroup.procs"), 30)
         cgroup.rmdir()

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import PY, Recorder, proc_status, read_lines
+from helpers import PY, Recorder, proc_status, read_lines, running_engine
 
 from worker_core import (
     EndReason,
@@ -20,12 +21,15 @@ from worker_core import (
     InvalidSpec,
     IOLimit,
     Isolation,
+    Job,
     JobSpec,
     JobState,
     Limits,
     PluginError,
+    hookimpl,
 )
 from worker_core._validation import DEFAULT_PATH
+from worker_core.plugin import SpawnPlan
 
 
 def launcher_children(engine: Engine) -> list[int]:
@@ -41,8 +45,32 @@ def launcher_children(engine: Engine) -> list[int]:
 READY_THEN_SLEEP = "import time; print('ready', flush=True); time.sleep(5)"
 
 
-@pytest.mark.parametrize("cwd", ["/", "/tmp"], ids=["posix_spawn path", "fork path"])
-def test_a_job_has_only_descriptors_0_1_2_open(engine: Engine, cwd: str) -> None:
+class ForkPath:
+    """Sets an rlimit (RLIMIT_CORE 0): something only a forked child can apply."""
+
+    @hookimpl
+    def pre_spawn(self, job: Job, plan: SpawnPlan) -> None:
+        plan.rlimits["RLIMIT_CORE"] = (0, 0)
+
+
+#: The launcher's three ways to start a job: posix_spawn; posix_spawn from the job's working
+#: directory (the launcher steps into it and back); fork, the plan applied in the child.
+SPAWN_PATHS = pytest.mark.parametrize(
+    ("forked", "cwd"),
+    [(False, "/"), (False, "/tmp"), (True, "/tmp")],
+    ids=["posix_spawn", "posix_spawn in place", "fork"],
+)
+
+
+@pytest.fixture
+def path_engine(forked: bool) -> Iterator[Engine]:
+    with running_engine([ForkPath()] if forked else []) as engine:
+        yield engine
+
+
+@SPAWN_PATHS
+def test_a_job_has_only_descriptors_0_1_2_open(path_engine: Engine, cwd: str) -> None:
+    engine = path_engine
     job = engine.submit(JobSpec(PY, args=["-c", READY_THEN_SLEEP], cwd=cwd))
     try:
         read_lines(engine, job.id, 1)
@@ -97,8 +125,9 @@ def signal_masks(pid: int) -> tuple[int, int]:
     return int(status["SigBlk"], 16), int(status["SigIgn"], 16)
 
 
-@pytest.mark.parametrize("cwd", ["/", "/tmp"], ids=["posix_spawn path", "fork path"])
-def test_no_signal_is_blocked_or_ignored_in_the_job(engine: Engine, cwd: str) -> None:
+@SPAWN_PATHS
+def test_no_signal_is_blocked_or_ignored_in_the_job(path_engine: Engine, cwd: str) -> None:
+    engine = path_engine
     job = engine.submit(JobSpec("/bin/sleep", args=["5"], cwd=cwd))
     try:
         blocked, ignored = signal_masks(job.pid)  # type: ignore[arg-type]
