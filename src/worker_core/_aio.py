@@ -134,7 +134,7 @@ class AsyncEngine:
         self, job_id: str, timeout: float | None = None, principal: Principal | None = None
     ) -> Job:
         entry = self._internals._readable_entry(job_id, principal)
-        await entry.notifier.await_for(lambda: entry.job.is_finished or None, timeout)
+        await _until_finished(entry, timeout)
         return entry.job
 
     async def stop(
@@ -151,9 +151,20 @@ class AsyncEngine:
         entry, grace = begun
         if timeout is None:
             timeout = self._internals._stop_wait(grace)
-        await entry.notifier.await_for(lambda: entry.job.is_finished or None, timeout)
+        await _until_finished(entry, timeout)
         return entry.job
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False)
+
+
+async def _until_finished(entry: TrackedJob, timeout: float | None) -> None:
+    """Wait until the entry's job has ended, or ``timeout``.
+
+    A job that has ended never changes again, so that is read first without the notifier:
+    an engine thread holds it while it commits a change of state to the job store, and
+    taking it here would stall the event loop (every call it serves) for that long.
+    """
+    if not entry.job.is_finished:  # one attribute read: atomic
+        await entry.notifier.await_for(lambda: entry.job.is_finished or None, timeout)

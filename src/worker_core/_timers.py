@@ -38,10 +38,14 @@ class TimerQueue:
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         timer = Timer()
         with self._cond:
-            heapq.heappush(
-                self._heap, (time.monotonic() + max(delay, 0.0), next(self._seq), timer, callback)
-            )
-            self._cond.notify()
+            entry = (time.monotonic() + max(delay, 0.0), next(self._seq), timer, callback)
+            heapq.heappush(self._heap, entry)
+            # The thread sleeps until the earliest deadline: it needs waking only when this
+            # one is now the earliest. Most timers (a job's output linger, its time limit)
+            # are armed behind others and cancelled before they are due; waking the thread
+            # at each arming cost it a context switch per job, and the caller a futex wake.
+            if self._heap[0] is entry:
+                self._cond.notify()
         return timer
 
     def close(self) -> None:

@@ -13,13 +13,17 @@ class JobWatcher:
 
     def __init__(self, entry: TrackedJob) -> None:
         self._entry = entry
-        self._seen = -1
+        # The record given last. Each change of state publishes a new Job object, so "not
+        # this one" means "a newer one", read with or without the notifier held (one
+        # attribute read is atomic): never the same record twice.
+        self._last: Job | None = None
         self._done = False
 
     def _take(self) -> Job | None:
-        if self._entry.version != self._seen:
-            self._seen = self._entry.version
-            return self._entry.job
+        job = self._entry.job
+        if job is not self._last:
+            self._last = job
+            return job
         return None
 
     def next(self, timeout: float | None = None) -> Job | None:
@@ -37,7 +41,10 @@ class JobWatcher:
 
     async def __aiter__(self) -> AsyncIterator[Job]:
         while not self._done:
-            job = await self._entry.notifier.await_for(self._take, None)
+            # A newer record is taken without the notifier when there is one: an engine
+            # thread holds it while it commits a change to the job store, and waiting for it
+            # here would stall the event loop. Only waiting for the next one needs it.
+            job = self._take() or await self._entry.notifier.await_for(self._take, None)
             if job is None:  # only after a timeout, and there is none
                 return
             self._done = job.is_finished

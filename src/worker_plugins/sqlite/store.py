@@ -1,14 +1,25 @@
 """The SQLite job store: every record committed to ``jobs.sqlite3`` before it is acknowledged.
 
 One connection, guarded by a lock: the engine calls from several threads, and SQLite
-serializes writers anyway. Each write is one ``BEGIN IMMEDIATE ... COMMIT`` transaction,
-committed before the method returns. A write that cannot be committed (the disk is full, an
-I/O error, the file became read-only, another process holds the lock) is rolled back and
-raised as :class:`~worker_core.plugin.StoreUnavailable`; the database stays as it was, and
-the store works again once the cause is gone.
+serializes writers anyway. No write returns before it is committed. Writes that arrive
+while another commits are committed together, in one transaction (group commit: one append
+to the WAL, each page they share written once; see ``_write``). A write alone is a ``BEGIN
+IMMEDIATE ... COMMIT`` transaction or, when it is one statement (most are), that statement
+in autocommit mode, where SQLite makes it a transaction of its own, atomic and committed
+when it returns: one call into SQLite instead of three, each of which releases and takes
+back the GIL. A write that cannot be committed (the disk is full, an I/O error, the file
+became read-only, another process holds the lock) is rolled back and raised as
+:class:`~worker_core.plugin.StoreUnavailable`; the database stays as it was, and the store
+works again once the cause is gone.
 
 Records are stored as the JSON of :func:`~worker_core.plugin.job_to_dict`, beside the
 columns that list and retention filter on, so every filter is SQL on an index.
+
+The final records of the jobs that ended last stay in memory once committed (a bounded
+number and size, :data:`RECENT_ENDED`): a job is most often read right after it ended (a
+client's Watch or Get, a submit's wait), and that read then costs neither a query nor
+decoding the JSON. Only this process writes the file (the state directory is locked), so
+what was committed last is what the file holds.
 """
 
 from __future__ import annotations
@@ -17,9 +28,10 @@ import contextlib
 import json
 import sqlite3
 import threading
+from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from worker_core.plugin import (
     OUTPUT_BYTES_FACT,
@@ -43,6 +55,13 @@ T = TypeVar("T")
 #: Rows read per statement when streaming finished jobs, and ids per ``IN (...)`` list: the
 #: lock is never held for long, and no statement nears SQLite's limit on parameters.
 BATCH = 500
+
+#: Final records kept in memory after their commit (see the module's docstring): at most
+#: this many, of at most RECENT_ENDED_BYTES of JSON in all, none larger than
+#: RECENT_ENDED_LARGEST (a record with megabytes of arguments is read from the file).
+RECENT_ENDED = 1024
+RECENT_ENDED_BYTES = 8 << 20
+RECENT_ENDED_LARGEST = 64 << 10
 
 _ENDED = JobState.ENDED.value
 #: Every state but ENDED, as SQL literals: recovery reads them through the state index.
@@ -82,7 +101,14 @@ class SqliteJobStore:
         # The columns and labels last committed for each unfinished job, so an update writes
         # what changed without first reading the row back (most of a commit's cost). Only
         # this process writes the file (the state directory is locked), so it stays true.
+        # Changed only with the lock held, right after the commit it describes.
         self._written: dict[str, tuple[tuple[Any, ...], list[tuple[str, str]]]] = {}
+        # The newest final records, oldest first, with the size of their JSON. Changed with
+        # the lock held, like _written; get reads it without (see there).
+        self._recent: OrderedDict[str, tuple[Job, int]] = OrderedDict()
+        self._recent_bytes = 0
+        # Writes waiting for their commit (see _write); appended to without the lock.
+        self._queue: deque[_Write] = deque()
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -107,11 +133,14 @@ class SqliteJobStore:
             row.write_labels(conn, job.id)
             return job
 
-        try:
-            added = self._write("add", write)
+        def committed(added: Job) -> None:
             if added is job and job.state is not JobState.ENDED:
                 self._written[job.id] = (row.columns, row.labels)
-            return added
+
+        # Without a key to look up or labels to insert, the INSERT is the whole transaction.
+        single = job.idempotency_key is None and not row.labels
+        try:
+            return self._write("add", write, single=single, committed=committed)
         except sqlite3.IntegrityError as exc:
             if job.idempotency_key is not None:
                 # Another process on the file won the race for the key (this one cannot: the
@@ -131,7 +160,11 @@ class SqliteJobStore:
 
         known = self._written.get(job.id)
 
-        def write(conn: sqlite3.Connection) -> None:
+        # Labels come from the spec and almost never change: then the UPDATE is all there is
+        # to commit, and it is a transaction by itself.
+        single = known is not None and dict(known[1]) == dict(row.labels)
+
+        def write(conn: sqlite3.Connection) -> bool:
             if known is not None:
                 current, labels = known
             else:
@@ -139,7 +172,7 @@ class SqliteJobStore:
                     f"SELECT {', '.join(_Row.COLUMNS)} FROM jobs WHERE id = ?", (job.id,)
                 ).fetchone()
                 if current is None:
-                    return
+                    return False
                 labels = conn.execute(
                     "SELECT key, value FROM labels WHERE job_id = ?", (job.id,)
                 ).fetchall()
@@ -150,20 +183,29 @@ class SqliteJobStore:
             ]
             changed.append(("record", row.record))
             assignments = ", ".join(f"{column} = ?" for column, _ in changed)
-            conn.execute(
+            cursor = conn.execute(
                 f"UPDATE jobs SET {assignments} WHERE id = ?",
                 (*(value for _, value in changed), job.id),
             )
+            if cursor.rowcount == 0:
+                return False  # removed meanwhile (a purge between two changes)
             if dict(labels) != dict(row.labels):
                 conn.execute("DELETE FROM labels WHERE job_id = ?", (job.id,))
                 row.write_labels(conn, job.id)
+            return True
 
-        try:
-            self._write("update", write)
+        def committed(present: bool) -> None:
             if job.state is JobState.ENDED:
                 self._written.pop(job.id, None)
-            elif job.id in self._written or known is None:
-                self._written[job.id] = (row.columns, row.labels)
+                if present:
+                    self._remember(job, len(row.record))
+            else:
+                self._forget(job.id)
+                if present and (job.id in self._written or known is None):
+                    self._written[job.id] = (row.columns, row.labels)
+
+        try:
+            self._write("update", write, single=single, committed=committed)
         except sqlite3.IntegrityError as exc:
             raise ValueError(
                 f"job {job.id}: idempotency key {job.idempotency_key!r} belongs to another record"
@@ -179,14 +221,23 @@ class SqliteJobStore:
                 # labels go by ON DELETE CASCADE
                 conn.execute(f"DELETE FROM jobs WHERE id IN ({_marks(len(batch))})", batch)
 
-        if ids:
-            self._write("remove", write)
+        def committed(_: None) -> None:
             for job_id in ids:
                 self._written.pop(job_id, None)
+                self._forget(job_id)
+
+        if ids:
+            self._write("remove", write, committed=committed)
 
     # -- reads -------------------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job | None:
+        # Without the lock: one dict read is atomic, and a reader must not wait for whoever
+        # commits now (the event loop of a transport reads records). An entry is added after
+        # its record is committed and dropped right after the record is removed.
+        recent = self._recent.get(job_id)
+        if recent is not None and self._conn is not None:
+            return recent[0]
         rows = self._read("SELECT record FROM jobs WHERE id = ?", (job_id,))
         return self._decode(job_id, rows[0][0]) if rows else None
 
@@ -246,6 +297,8 @@ class SqliteJobStore:
         """Close the connection (SQLite checkpoints the WAL into the database). Idempotent."""
         with self._lock:
             conn, self._conn = self._conn, None
+            self._recent.clear()
+            self._recent_bytes = 0
         if conn is not None:
             # Keeps the planner's statistics current; never a reason to fail a shutdown.
             with contextlib.suppress(sqlite3.Error):
@@ -254,23 +307,131 @@ class SqliteJobStore:
 
     # -- the machinery -----------------------------------------------------------------------
 
-    def _write(self, what: str, body: Callable[[sqlite3.Connection], T]) -> T:
+    def _write(
+        self,
+        what: str,
+        body: Callable[[sqlite3.Connection], T],
+        *,
+        single: bool = False,
+        committed: Callable[[T], None] | None = None,
+    ) -> T:
+        """Commit what ``body`` executes; return its result once it is committed, after
+        ``committed(result)`` ran under the same hold of the lock (what that records is then
+        never older than the file).
+
+        ``single``: ``body`` makes exactly one change (one statement), which autocommit mode
+        commits by itself when it is alone; BEGIN and COMMIT are left out then.
+
+        Group commit: a write queues itself, then takes the lock, and whoever holds the lock
+        commits every write queued by then in one transaction (one append to the WAL for
+        all, where each page they share is written once). A write that waited for the lock
+        while another committed usually finds itself committed with it. No write returns
+        before the commit that holds it; each gets its own answer (see _commit_queued).
+        """
+        write = _Write(what, body, single, committed)
+        self._queue.append(write)
         with self._lock:
+            if not write.done:
+                self._commit_queued()
+        if write.error is not None:
+            raise write.error
+        return cast(T, write.result)
+
+    def _commit_queued(self) -> None:
+        """Commit every queued write, the lock held: all in one transaction, or, if that
+        fails, each in one of its own, so that one write's failure (a duplicate id, a key
+        another process took) fails only that write."""
+        batch: list[_Write] = []
+        while self._queue:
+            batch.append(self._queue.popleft())
+        try:
+            if len(batch) > 1 and self._commit_together(batch):
+                return
+            for write in batch:
+                if not write.done:
+                    self._commit_alone(write)
+        finally:
+            for write in batch:
+                if not write.done:  # something was raised through here (an interrupt)
+                    write.error = StoreUnavailable(f"job store {self.path}: write interrupted")
+                    write.done = True
+
+    def _commit_together(self, batch: list[_Write]) -> bool:
+        """One transaction for every write of ``batch``; False (nothing changed) if any
+        statement or the commit failed."""
+        try:
             conn = self._connection()
-            try:
+        except StoreUnavailable:
+            return False  # each is told so by _commit_alone
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            results = [write.body(conn) for write in batch]
+            conn.execute("COMMIT")
+        except Exception:
+            _rollback(conn)
+            return False
+        except BaseException:
+            _rollback(conn)
+            raise
+        for write, result in zip(batch, results, strict=True):
+            self._finish(write, result)
+        return True
+
+    def _commit_alone(self, write: _Write) -> None:
+        """Commit one write in a transaction of its own; its result or its error."""
+        try:
+            conn = self._connection()
+        except StoreUnavailable as exc:  # closed
+            write.error = exc
+            write.done = True
+            return
+        try:
+            if write.single:
+                result = write.body(conn)
+            else:
                 conn.execute("BEGIN IMMEDIATE")
-                result = body(conn)
+                result = write.body(conn)
                 conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                _rollback(conn)
-                unavailable = self._unavailable(what, exc)
-                if unavailable is not None:
-                    raise unavailable from exc
-                raise
-            except BaseException:
-                _rollback(conn)
-                raise
-            return result
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            unavailable = self._unavailable(write.what, exc)
+            if unavailable is not None:
+                unavailable.__cause__ = exc
+            write.error = unavailable or exc
+            write.done = True
+            return
+        except Exception as exc:  # a bug in a statement's code: that write fails, not others
+            _rollback(conn)
+            write.error = exc
+            write.done = True
+            return
+        except BaseException:
+            _rollback(conn)
+            raise
+        self._finish(write, result)
+
+    def _finish(self, write: _Write, result: Any) -> None:
+        if write.committed is not None:
+            write.committed(result)
+        write.result = result
+        write.done = True
+
+    def _remember(self, job: Job, size: int) -> None:
+        """Keep ``job``, just committed as final, for :meth:`get`. Call with the lock held."""
+        self._forget(job.id)
+        if size > RECENT_ENDED_LARGEST or not _plain_facts(job):
+            return
+        self._recent[job.id] = (job, size)
+        self._recent_bytes += size
+        while len(self._recent) > RECENT_ENDED or self._recent_bytes > RECENT_ENDED_BYTES:
+            _, (_, dropped) = self._recent.popitem(last=False)
+            self._recent_bytes -= dropped
+
+    def _forget(self, job_id: str) -> None:
+        """Drop ``job_id``'s record from memory, if kept. Call with the lock held."""
+        entry = self._recent.pop(job_id, None)
+        if entry is not None:
+            self._recent_bytes -= entry[1]
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
@@ -320,6 +481,27 @@ class SqliteJobStore:
             raise WorkerError(
                 f"job store {self.path}: the record of job {job_id} is unreadable: {exc}"
             ) from exc
+
+
+class _Write:
+    """One write waiting for its commit; once ``done``, its ``result`` or its ``error``."""
+
+    __slots__ = ("body", "committed", "done", "error", "result", "single", "what")
+
+    def __init__(
+        self,
+        what: str,
+        body: Callable[[sqlite3.Connection], Any],
+        single: bool,
+        committed: Callable[[Any], None] | None,
+    ) -> None:
+        self.what = what
+        self.body = body
+        self.single = single
+        self.committed = committed
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
 
 
 class _Row:
@@ -425,6 +607,15 @@ def _encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _plain_facts(job: Job) -> bool:
+    """Whether every fact is a JSON scalar, so the record read back from the file would equal
+    ``job`` (a fact JSON cannot hold is written as its text: such a record is always read
+    from the file, so every read returns the same)."""
+    return all(
+        value is None or isinstance(value, bool | int | float | str) for value in job.facts.values()
+    )
 
 
 def _check_limit(limit: int) -> None:
