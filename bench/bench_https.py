@@ -4,7 +4,10 @@
    the job has ended) from a kept-alive aiohttp client, against a bare aiohttp hello-world
    round trip from the same client, and the in-process engine's submit→exit (the spawn
    time): the target reads ``round trip <= 3 x hello + spawn``. ``GET /v1/me`` (the guard,
-   no engine) is shown beside it;
+   no engine) and gRPC's ``Submit`` on the same server are shown beside it. The samples are
+   taken in rotation, a block of each measurement in turn (``--sequential``: each one's
+   samples all at once, one after the other), so a change in the machine's load during the
+   run (a shared host) weighs on every figure alike rather than on whichever ran then;
 2. a job's output of --megabytes MiB (1 GiB by default) through ``curl`` to /dev/null,
    replayed from the spool files once the job has ended, against the same number of bytes
    from a static file served by the bare aiohttp server (``web.FileResponse``): target at
@@ -19,7 +22,7 @@ the clients are this process and curl. The bare server tunes its allocator as ``
 serve`` does (large buffers kept for reuse), so neither pays page faults the other does not.
 Run as root:
 
-    .venv/bin/python bench/bench_https.py [--quick]
+    .venv/bin/python bench/bench_https.py [--quick] [--round-trips-only] [--sequential]
 """
 
 from __future__ import annotations
@@ -41,7 +44,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "https"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import median_seconds
 from grpc_certs import TestPKI
 from helpers import proc_status
 from https_harness import HttpsServer, https_serve
@@ -150,7 +152,14 @@ async def amedian(fn: Callable[[], Awaitable[object]], runs: int, warmup: int) -
     return statistics.median(samples)
 
 
-async def round_trips(server: HttpsServer, bare: Bare, runs: int) -> dict[str, float]:
+#: Samples of one measurement in a row, in rotation with the others (see the module's doc).
+ROTATION_BLOCK = 25
+
+
+async def round_trips(
+    server: HttpsServer, bare: Bare, engine: Engine, runs: int, sequential: bool
+) -> dict[str, float]:
+    """Medians of ``runs`` samples of each part-1 measurement, in seconds."""
     connector = aiohttp.TCPConnector(ssl=client_context(server), limit=1)
     async with aiohttp.ClientSession(connector=connector) as session:
 
@@ -172,11 +181,42 @@ async def round_trips(server: HttpsServer, bare: Bare, runs: int) -> dict[str, f
                 if r.status != 201 or job["state"] != "JOB_STATE_ENDED":
                     raise RuntimeError(f"the submit did not answer with the ended job: {job}")
 
-        return {
-            "hello": await amedian(hello, runs, 10),
-            "me": await amedian(me, runs, 10),
-            "submit": await amedian(submit, runs, 10),
-        }
+        stub = server.stub("alice")
+        request = pb.SubmitRequest(spec=pb.JobSpec(command="/bin/true"), wait_seconds=20)
+
+        async def grpc_submit() -> None:  # blocking: nothing else runs on this loop meanwhile
+            stub.Submit(request, timeout=30)
+
+        async def spawn() -> None:
+            engine.wait(engine.submit(JobSpec("/bin/true")).id, 10)
+
+        measures = {"hello": hello, "me": me, "submit": submit, "grpc": grpc_submit}
+        measures["spawn"] = spawn
+        if sequential:
+            return {name: await amedian(fn, runs, 10) for name, fn in measures.items()}
+        return await rotated_medians(measures, runs)
+
+
+async def rotated_medians(
+    measures: dict[str, Callable[[], Awaitable[object]]], runs: int
+) -> dict[str, float]:
+    """``runs`` samples of each measure, a block of each in turn; their medians."""
+    samples: dict[str, list[float]] = {name: [] for name in measures}
+    for fn in measures.values():
+        for _ in range(10):
+            await fn()
+    while any(len(taken) < runs for taken in samples.values()):
+        for name, fn in measures.items():
+            taken = samples[name]
+            # The first calls after another measurement's block warm this one's path again.
+            for _ in range(2):
+                await fn()
+            for _ in range(min(ROTATION_BLOCK, runs - len(taken))):
+                start = time.perf_counter()
+                await fn()
+                taken.append(time.perf_counter() - start)
+            await asyncio.sleep(0.01)  # what the last job left to do is done before the next
+    return {name: statistics.median(taken) for name, taken in samples.items()}
 
 
 def curl_rate(server: HttpsServer, url: str, total: int, *headers: str) -> float:
@@ -214,78 +254,73 @@ def peak_rss_mib(pid: int) -> float:
     return int(status["VmHWM"].split()[0]) / 1024
 
 
-def spawn_seconds(runs: int, plugins: list[str], state_dir: Path | None) -> float:
-    """The in-process engine's submit→exit of /bin/true with ``plugins`` (the spawn time)."""
+def spawn_engine(plugins: list[str], state_dir: Path | None) -> Engine:
+    """The in-process engine whose submit→exit of /bin/true is the spawn time."""
     config = Config.from_mapping({"engine": {"state_dir": str(state_dir)}} if state_dir else {})
-    with Engine(plugins, config) as engine:
-        return median_seconds(
-            lambda: engine.wait(engine.submit(JobSpec("/bin/true")).id, 10), runs, 10
-        )
+    return Engine(plugins, config)
 
 
-def grpc_submit_seconds(server: HttpsServer, runs: int) -> float:
-    stub = server.stub("alice")
-    request = pb.SubmitRequest(spec=pb.JobSpec(command="/bin/true"), wait_seconds=20)
-    return median_seconds(lambda: stub.Submit(request, timeout=30), runs, 10)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer runs, 256 MiB")
-    parser.add_argument("--megabytes", type=int, default=None)
-    args = parser.parse_args()
-    runs = 50 if args.quick else 200
-    megabytes = args.megabytes or (256 if args.quick else 1024)
-    total = megabytes * MiB
+def measure_round_trips(
+    directory: Path, static: Path, runs: int, sequential: bool
+) -> dict[str, dict[str, float]]:
+    """Part 1 for each store setup: hello, /v1/me, submit over HTTPS and gRPC, spawn."""
     https = {"max_streams_per_client": 1000}
     trips: dict[str, dict[str, float]] = {}
-
-    with tempfile.TemporaryDirectory(prefix="worker-bench-https-") as tmp:
-        directory = Path(tmp)
-        static = directory / "static.bin"
-        with static.open("wb") as f:
-            block = b"\0" * MiB
-            for _ in range(megabytes):
-                f.write(block)
-        # The round trip against the spawn time of an engine with the same stores: the
-        # server's own (sqlite records, spool output: a submit waits for its commit) and
-        # memory ones (serve --plugins no:sqlite,no:spool against the library's default).
-        setups = {
-            "memory stores": ("https,no:sqlite,no:spool", [], None),
-            "sqlite + spool (serve's default)": ("https", ["sqlite", "spool"], directory / "s"),
-        }
-        for label, (plugins, engine_plugins, state_dir) in setups.items():
-            folder = directory / label.split()[0]
-            with https_serve(folder, https=https, plugins=plugins, policy=None) as server:
-                bare = Bare(server.pki, directory, static)
-                try:
-                    trips[label] = asyncio.run(round_trips(server, bare, runs))
-                    trips[label]["grpc"] = grpc_submit_seconds(server, runs)
-                finally:
-                    bare.close()
-            trips[label]["spawn"] = spawn_seconds(runs, engine_plugins, state_dir)
-
-        with https_serve(directory / "output", https=https, plugins="https", policy=None) as server:
+    # The round trip against the spawn time of an engine with the same stores: the
+    # server's own (sqlite records, spool output: a submit waits for its commit) and
+    # memory ones (serve --plugins no:sqlite,no:spool against the library's default).
+    setups = {
+        "memory stores": ("https,no:sqlite,no:spool", [], None),
+        "sqlite + spool (serve's default)": ("https", ["sqlite", "spool"], directory / "s"),
+    }
+    for label, (plugins, engine_plugins, state_dir) in setups.items():
+        folder = directory / label.split()[0]
+        with (
+            https_serve(folder, https=https, plugins=plugins, policy=None) as server,
+            spawn_engine(engine_plugins, state_dir) as engine,
+        ):
             bare = Bare(server.pki, directory, static)
             try:
-                job = server.submit(
-                    "alice",
-                    {"command": "head", "args": ["-c", str(total), "/dev/zero"]},
-                    waitSeconds=600,
-                )
-                assert job["exitCode"] == 0, job
-                output = server.url(f"/v1/jobs/{job['id']}/output?stream=stdout")
-                static_rate = curl_rate(server, bare.url("/file"), total)
-                raw = curl_rate(server, output, total)
-                events = curl_rate(server, output, total, "Accept: text/event-stream")
-                static_again = curl_rate(server, bare.url("/file"), total)
-                live = live_rate(server, total, directory / "go")
-                memory = curl_rate(server, bare.url(f"/memory?bytes={total}"), total)
-                peak_mib = peak_rss_mib(server.launched.process.pid)
+                trips[label] = asyncio.run(round_trips(server, bare, engine, runs, sequential))
             finally:
                 bare.close()
+    return trips
 
-    print(f"submit→exit over HTTPS (TLS 1.3, mTLS, kept-alive aiohttp client), medians of {runs}")
+
+def measure_output(directory: Path, static: Path, total: int) -> dict[str, float]:
+    """Part 2: MiB/s of the job's output and of the bare server's, and the peak RSS."""
+    https = {"max_streams_per_client": 1000}
+    with static.open("wb") as f:
+        block = b"\0" * MiB
+        for _ in range(total // MiB):
+            f.write(block)
+    with https_serve(directory / "output", https=https, plugins="https", policy=None) as server:
+        bare = Bare(server.pki, directory, static)
+        try:
+            job = server.submit(
+                "alice",
+                {"command": "head", "args": ["-c", str(total), "/dev/zero"]},
+                waitSeconds=600,
+            )
+            assert job["exitCode"] == 0, job
+            output = server.url(f"/v1/jobs/{job['id']}/output?stream=stdout")
+            rates = {"static": curl_rate(server, bare.url("/file"), total)}
+            rates["raw"] = curl_rate(server, output, total)
+            rates["events"] = curl_rate(server, output, total, "Accept: text/event-stream")
+            rates["static_again"] = curl_rate(server, bare.url("/file"), total)
+            rates["live"] = live_rate(server, total, directory / "go")
+            rates["memory"] = curl_rate(server, bare.url(f"/memory?bytes={total}"), total)
+            rates["peak_mib"] = peak_rss_mib(server.launched.process.pid)
+        finally:
+            bare.close()
+    return rates
+
+
+def print_round_trips(trips: dict[str, dict[str, float]], runs: int, sequential: bool) -> None:
+    print(
+        f"submit→exit over HTTPS (TLS 1.3, mTLS, kept-alive aiohttp client), medians of {runs}"
+        f" ({'sequential' if sequential else f'in rotation, blocks of {ROTATION_BLOCK}'})"
+    )
     for label, t in trips.items():
         budget = 3 * t["hello"] + t["spawn"]
         verdict = "PASS" if t["submit"] <= budget else "MISS"
@@ -299,10 +334,14 @@ def main() -> None:
             f"({t['submit'] / budget:.2f} of it)"
         )
         print(f"    gRPC Submit(wait_seconds) {t['grpc'] * 1e3:8.2f} ms  (same server)")
-    baseline = min(static_rate, static_again)
+
+
+def print_output(rates: dict[str, float], megabytes: int) -> None:
+    raw, events, live, memory = rates["raw"], rates["events"], rates["live"], rates["memory"]
+    baseline = min(rates["static"], rates["static_again"])
     print(
-        f"output of {megabytes} MiB through curl, MiB/s (static file: {static_rate:.0f}, "
-        f"{static_again:.0f} again; the lower is the baseline)"
+        f"output of {megabytes} MiB through curl, MiB/s (static file: {rates['static']:.0f}, "
+        f"{rates['static_again']:.0f} again; the lower is the baseline)"
     )
     ratio = raw / baseline
     verdict = "PASS" if ratio >= 0.7 else "MISS"
@@ -317,7 +356,36 @@ def main() -> None:
         f"  bare aiohttp streaming from memory in 1 MiB writes: {memory:.1f} "
         f"(raw replay {raw / memory:.2f} of it)"
     )
-    print(f"  worker serve's peak resident memory (VmHWM): {peak_mib:.0f} MiB")
+    print(f"  worker serve's peak resident memory (VmHWM): {rates['peak_mib']:.0f} MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer runs, 256 MiB")
+    parser.add_argument("--megabytes", type=int, default=None)
+    parser.add_argument(
+        "--round-trips-only", action="store_true", help="measure part 1 only (no output)"
+    )
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="part 1: each measurement's samples at once, one after the other (not rotated)",
+    )
+    args = parser.parse_args()
+    runs = 50 if args.quick else 200
+    megabytes = args.megabytes or (256 if args.quick else 1024)
+
+    with tempfile.TemporaryDirectory(prefix="worker-bench-https-") as tmp:
+        directory = Path(tmp)
+        static = directory / "static.bin"
+        trips = measure_round_trips(directory, static, runs, args.sequential)
+        rates = (
+            None if args.round_trips_only else measure_output(directory, static, megabytes * MiB)
+        )
+
+    print_round_trips(trips, runs, args.sequential)
+    if rates is not None:
+        print_output(rates, megabytes)
 
 
 if __name__ == "__main__":

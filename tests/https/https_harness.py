@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 import grpc
 from grpc_certs import Identity, TestPKI, make_pki
-from grpc_harness import Launched, spawn_serve, wait_for
+from grpc_harness import WORKER, Launched, spawn_serve, wait_for
 from helpers import FAST
 
 from worker_plugins.grpc_transport import worker_pb2 as pb
@@ -262,9 +262,12 @@ def spawn_https(
     policy: Path | None = EXAMPLE_POLICY,
     extra: Sequence[str] = (),
     sections: Mapping[str, Mapping[str, Any]] | None = None,
+    worker: Sequence[str] = WORKER,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[TestPKI, Launched]:
     """Start ``worker serve`` with the https transport; do not wait for it. ``sections`` are
-    more sections of its config file (``{"plugins.metrics": {...}}``)."""
+    more sections of its config file (``{"plugins.metrics": {...}}``); ``worker`` is the
+    program with its global options (``[*WORKER, "-v"]``), ``env`` added to its environment."""
     directory.mkdir(parents=True, exist_ok=True)
     pki = make_pki(directory / "pki")
     settings: dict[str, Mapping[str, Any]] = {
@@ -277,7 +280,15 @@ def spawn_https(
     config = write_config(directory / "server.toml", settings)
     grpc_on = "no:grpc" not in plugins.split(",")
     launched = spawn_serve(
-        pki, "--plugins", plugins, "--config", str(config), *extra, grpc_flags=grpc_on
+        pki,
+        "--plugins",
+        plugins,
+        "--config",
+        str(config),
+        *extra,
+        grpc_flags=grpc_on,
+        worker=worker,
+        env=env,
     )
     return pki, launched
 
@@ -300,10 +311,20 @@ def https_serve(
     policy: Path | None = EXAMPLE_POLICY,
     extra: Sequence[str] = (),
     sections: Mapping[str, Mapping[str, Any]] | None = None,
+    worker: Sequence[str] = WORKER,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[HttpsServer]:
-    """``worker serve --plugins https,rbac`` on free loopback ports, stopped on the way out."""
+    """``worker serve --plugins https,rbac`` on free loopback ports, stopped on the way out
+    (the arguments are :func:`spawn_https`'s)."""
     pki, launched = spawn_https(
-        directory, https=https, plugins=plugins, policy=policy, extra=extra, sections=sections
+        directory,
+        https=https,
+        plugins=plugins,
+        policy=policy,
+        extra=extra,
+        sections=sections,
+        worker=worker,
+        env=env,
     )
     lines, process = launched.stderr_lines, launched.process
     try:

@@ -38,6 +38,8 @@ Modules: :mod:`.plugin` (the hooks), :mod:`.config`, :mod:`.tls` (the ``ssl`` co
 :mod:`.identity` (CN from the peer certificate), :mod:`.server` (the listener),
 :mod:`.app` (the application), :mod:`.guard` (identity, CSRF, errors, headers),
 :mod:`.routes` (the one route table), :mod:`.jobs` (JSON handlers), :mod:`.streams` (output
-and events), :mod:`.params` (query strings), :mod:`.messages` (JSON mapping), :mod:`.sse`,
-:mod:`.errors`, :mod:`.openapi`, :mod:`.console` and ``static/`` (the web console).
+and events), :mod:`.params` (query strings), :mod:`.messages` (JSON mapping) with
+:mod:`.fast_json` (the same mapping, sooner), :mod:`.call_log` (``worker.calls`` lines),
+:mod:`.sse`, :mod:`.errors`, :mod:`.openapi`, :mod:`.console` and ``static/`` (the web
+console).
 """

@@ -94,6 +94,10 @@ async def read_body(request: web.Request) -> bytes:
     if length is not None and length > config.max_body_bytes:
         raise too_large(config)
     try:
+        if request.content.is_eof():
+            # The whole body came with the headers (a small JSON body, as a rule): there is
+            # nothing left to wait for, so no timer to arm and cancel.
+            return await request.read()
         async with asyncio.timeout(config.body_timeout):
             return await request.read()
     except TimeoutError:

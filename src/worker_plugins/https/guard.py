@@ -14,9 +14,10 @@ principal. Then:
   browser marks ``Sec-Fetch-Site: cross-site`` or ``same-site``.
 - **Errors.** Domain errors go through the engine's one table (:mod:`.errors`); anything
   else is logged and answered 500 with a generic message.
-- **Metrics.** Each API call is counted by the ``metrics`` plugin, when it runs, as
-  ``worker_rpc_duration_seconds{method, code}`` with the operation's RPC name and the
-  error code (``OK``, ``NOT_FOUND`` ...), as for gRPC.
+- **Metrics and the call log.** Each API call is counted by the ``metrics`` plugin, when it
+  runs, as ``worker_rpc_duration_seconds{method, code}`` with the operation's RPC name and
+  the error code (``OK``, ``NOT_FOUND`` ...), as for gRPC, and written as one
+  ``worker.calls`` line (:mod:`.call_log`).
 - **Headers.** A strict Content-Security-Policy (scripts, styles and connections from this
   origin only, no inline script, no framing, no form submission) and the usual companions
   on every response, streams included.
@@ -33,9 +34,10 @@ from aiohttp import web
 
 from worker_plugins.metrics.rpc import record_rpc
 
+from . import call_log
 from .context import PRINCIPAL, server, too_large
 from .errors import CODE_KEY, INTERNAL_MESSAGE, ApiError, domain_error, http_error, json_error
-from .identity import Unauthenticated, peer_principal
+from .identity import Unauthenticated, connection_principal
 
 log = logging.getLogger("worker.https")
 
@@ -99,6 +101,7 @@ def check_cross_site(request: web.BaseRequest) -> None:
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.monotonic()
     code = "CANCELLED"  # the client went away before the answer
+    response: web.StreamResponse | None = None
     try:
         response = await _answer(request, handler)
         code = response.get(CODE_KEY, "OK" if response.status < 400 else "INTERNAL")
@@ -106,14 +109,15 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     finally:
         operation = _operation(request)
         if operation is not None:
-            record_rpc(operation, code, time.monotonic() - started)
+            seconds = time.monotonic() - started
+            record_rpc(operation, code, seconds)
+            if call_log.enabled():
+                _log_call(request, response, operation, code, seconds)
 
 
 async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
-    transport = request.transport
     try:
-        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
-        request[PRINCIPAL] = peer_principal(ssl_object)
+        request[PRINCIPAL] = connection_principal(request.transport)
     except Unauthenticated as exc:
         log.info("refused a request from %s: %s", request.remote, exc)
         return json_error(401, "UNAUTHENTICATED", str(exc))
@@ -141,6 +145,32 @@ def _operation(request: web.Request) -> str | None:
     if resource is None:
         return None
     return server(request).operations.get((request.method, resource.canonical))
+
+
+def _log_call(
+    request: web.Request,
+    response: web.StreamResponse | None,
+    operation: str,
+    code: str,
+    seconds: float,
+) -> None:
+    principal = request.get(PRINCIPAL)
+    # The full id an answer or a stream noted, else the id or prefix the path named.
+    job = response.get(call_log.JOB_KEY) if response is not None else None
+    job = job or request.get(call_log.JOB_KEY)
+    if not job:
+        named = request.match_info.get("job_id")
+        job = call_log.loggable(named) if named else None
+    resource = request.match_info.route.resource
+    call_log.log_call(
+        operation,
+        principal.name if principal is not None else None,
+        job,
+        code,
+        seconds,
+        f"{request.method} {resource.canonical if resource is not None else request.path}",
+        response.status if response is not None else None,
+    )
 
 
 async def expect_continue(request: web.Request) -> web.StreamResponse | None:

@@ -4,12 +4,18 @@ Identity comes from the TLS session (``ssl``'s ``getpeercert`` on the request's 
 after OpenSSL verified the chain against the configured CA), never from a header, which the
 client controls. The certificate must also state the clientAuth usage: a server certificate
 from the same CA must not open a client session.
+
+A connection's peer cannot change (no renegotiation: TLS 1.3, or 1.2 with it disabled; no
+post-handshake authentication is asked for), so the answer is kept per connection and a
+kept-alive client's requests do not fetch and hash the certificate again each time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ssl
+import weakref
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -58,3 +64,25 @@ def peer_principal(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> Principa
     if not der:
         raise Unauthenticated("a client certificate is required")
     return principal_from_der(der)
+
+
+#: Each open connection's answer: its principal, or why it has none. Gone with the connection.
+_by_connection: weakref.WeakKeyDictionary[asyncio.BaseTransport, Principal | str]
+_by_connection = weakref.WeakKeyDictionary()
+
+
+def connection_principal(transport: asyncio.BaseTransport | None) -> Principal:
+    """:func:`peer_principal` of the connection ``transport`` is (a request's transport),
+    worked out once per connection."""
+    if transport is None:
+        raise Unauthenticated("a TLS connection with a client certificate is required")
+    known = _by_connection.get(transport)
+    if known is None:
+        try:
+            known = peer_principal(transport.get_extra_info("ssl_object"))
+        except Unauthenticated as exc:
+            known = str(exc)
+        _by_connection[transport] = known
+    if isinstance(known, str):
+        raise Unauthenticated(known)
+    return known

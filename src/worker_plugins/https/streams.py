@@ -26,6 +26,7 @@ from worker_plugins.grpc_transport import worker_pb2 as pb
 from worker_plugins.grpc_transport.batching import Horizon, batch
 
 from . import sse
+from .call_log import JOB_KEY
 from .context import ServerState, caller, server
 from .jobs import job_id
 from .messages import to_json
@@ -69,6 +70,7 @@ async def output(request: web.Request) -> web.StreamResponse:
     # A prefix is resolved once, among the jobs the caller may read: every later call is
     # about that one job. Unknown and unreadable are both JobNotFound (404), before a byte.
     resolved = await engine.aio.resolve_id(job_id(request), principal)
+    request[JOB_KEY] = resolved  # the full id, for the call log
     sizes = engine.output_size(resolved, principal)
     start = asked.start
     if start is StartAt.END:
@@ -220,6 +222,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                 except StopAsyncIteration:
                     break
                 pending = None
+                request[JOB_KEY] = job.id  # the full id, for the call log
                 line = to_json(convert.job_to_pb(job))
                 if event_stream:
                     await _write(response, sse.event("job", line), timeout)
