@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 
-from https_harness import HttpsServer, shell
+from https_harness import HttpsServer, https_serve, shell
 
 from worker_plugins.grpc_transport import worker_pb2 as pb
 
@@ -64,6 +65,23 @@ def test_get_by_id_and_by_unique_prefix(server: HttpsServer) -> None:
         reply = server.call("alice", "GET", f"/v1/jobs/{given}")
         assert reply.status == 200
         assert reply.json()["job"]["id"] == job["id"]
+
+
+def test_get_of_a_running_job_says_what_it_uses_now_like_grpc(tmp_path: Path) -> None:
+    # With cgroups, a running job's Get carries "usage"; both transports answer the same.
+    parent = f"worker-test-https-{uuid.uuid4().hex[:8]}"
+    sections = {"plugins.cgroups": {"parent": parent}}
+    with https_serve(tmp_path, plugins="https,rbac,cgroups", sections=sections) as confined:
+        job = confined.submit("alice", shell("sleep 30"))
+        try:
+            record = confined.call("alice", "GET", f"/v1/jobs/{job['id']}").json()["job"]
+            assert record["state"] == "JOB_STATE_RUNNING"
+            over_grpc = confined.stub("alice").Get(pb.GetRequest(job_id=job["id"]), timeout=30)
+            assert set(record["usage"]) == set(over_grpc.job.usage) != set()
+        finally:
+            confined.call("alice", "POST", f"/v1/jobs/{job['id']}/stop", {"graceSeconds": 0})
+        ended = confined.call("alice", "GET", f"/v1/jobs/{job['id']}").json()["job"]
+        assert "usage" not in ended, "an ended job has its facts, not a usage now"
 
 
 def test_list_filters_and_pages_like_grpc(server: HttpsServer) -> None:

@@ -14,7 +14,7 @@ import math
 
 from aiohttp import web
 
-from worker_core.plugin import InvalidSpec, JobNotFound
+from worker_core.plugin import ACTIVE_STATES, InvalidSpec, JobNotFound
 from worker_plugins.grpc_transport import convert
 from worker_plugins.grpc_transport import worker_pb2 as pb
 from worker_plugins.grpc_transport.servicer import (
@@ -81,8 +81,14 @@ async def list_jobs(request: web.Request) -> web.Response:
 async def get_job(request: web.Request) -> web.Response:
     """``GET /v1/jobs/{job_id}``: a ``GetResponse``."""
     _no_query(request)
-    job = await server(request).engine.aio.get(job_id(request), caller(request))
-    return respond(pb.GetResponse(job=convert.job_to_pb(job)))
+    engine, principal = server(request).engine, caller(request)
+    job = await engine.aio.get(job_id(request), principal)
+    message = convert.job_to_pb(job)
+    if job.state in ACTIVE_STATES:  # what it uses now, as gRPC's Get answers
+        usage = await engine.aio.usage(job.id, principal)
+        if usage:
+            message.usage.update(usage)
+    return respond(pb.GetResponse(job=message))
 
 
 async def stop_job(request: web.Request) -> web.Response:
