@@ -209,6 +209,17 @@ def test_a_child_stuck_in_setup_is_killed_when_the_engine_shuts_down(fifo: Path)
     assert outcome.state is JobState.ENDED and outcome.end_reason is EndReason.FAILED_TO_START
 
 
+class IntoCgroup:
+    """Puts every job into one cgroup made by the test (``cgroup_procs``)."""
+
+    def __init__(self, cgroup: Path) -> None:
+        self.cgroup = cgroup
+
+    @hookimpl
+    def pre_spawn(self, job: Job, plan: SpawnPlan) -> None:
+        plan.cgroup_procs.append(str(self.cgroup / "cgroup.procs"))
+
+
 class ForkPath:
     """Sets an rlimit (RLIMIT_CORE 0): something only a forked child can apply."""
 
@@ -234,12 +245,8 @@ def test_a_job_starts_inside_its_cgroup_v2(
     cgroup = V2_ROOT / name
     cgroup.mkdir()
 
-    class IntoV2:
-        @hookimpl
-        def pre_spawn(self, job: Job, plan: SpawnPlan) -> None:
-            plan.cgroup_procs.append(str(cgroup / "cgroup.procs"))
-
-    plugins: list[object] = [IntoV2(), ForkPath()] if forked else [IntoV2()]
+    into = IntoCgroup(cgroup)
+    plugins: list[object] = [into, ForkPath()] if forked else [into]
     try:
         caplog.set_level("DEBUG", logger="worker.launcher")
         with running_engine(plugins) as engine:
@@ -260,59 +267,48 @@ def _pids(procs: Path) -> list[int]:
     return [int(p) for p in procs.read_text().split()]
 
 
-def test_a_spawn_from_inside_a_v1_cgroup_leaves_the_launcher_where_it_was() -> None:
-    # pids is v1 here: the launcher joins the job's cgroup for the spawn and goes back.
+@pytest.fixture
+def pids_cgroup() -> Iterator[Path]:
+    """A fresh v1 pids cgroup, removed (once empty) afterwards."""
     root = Path("/sys/fs/cgroup/pids")
     if not (root / "cgroup.procs").exists():
         pytest.skip("no v1 pids hierarchy")
     cgroup = root / f"worker-test-inplace-{uuid.uuid4().hex[:8]}"
     cgroup.mkdir()
-    (cgroup / "pids.max").write_text("8")
-
-    class IntoPids:
-        @hookimpl
-        def pre_spawn(self, job: Job, plan: SpawnPlan) -> None:
-            plan.cgroup_procs.append(str(cgroup / "cgroup.procs"))
-
     try:
-        with running_engine([IntoPids()]) as engine:
-            before = {
-                c.pid: Path(f"/proc/{c.pid}/cgroup").read_text() for c in engine._launchers.clients
-            }
-            job = engine.submit(JobSpec("/bin/sleep", args=["30"], cwd="/tmp"))
-            try:
-                assert _pids(cgroup / "cgroup.procs") == [job.pid]
-                assert os.readlink(f"/proc/{job.pid}/cwd") == "/tmp"
-                for pid, text in before.items():
-                    assert Path(f"/proc/{pid}/cgroup").read_text() == text
-                    assert os.readlink(f"/proc/{pid}/cwd") == "/"
-            finally:
-                engine.stop(job.id, grace=0)
+        yield cgroup
     finally:
         assert wait_until(lambda: not _pids(cgroup / "cgroup.procs"), 30)
         cgroup.rmdir()
 
 
-def test_a_job_whose_pids_max_leaves_no_room_for_the_launcher_still_starts() -> None:
+def test_a_spawn_from_inside_a_v1_cgroup_leaves_the_launcher_where_it_was(
+    pids_cgroup: Path,
+) -> None:
+    # pids is v1 here: the launcher joins the job's cgroup for the spawn and goes back.
+    (pids_cgroup / "pids.max").write_text("8")
+    with running_engine([IntoCgroup(pids_cgroup)]) as engine:
+        before = {
+            c.pid: Path(f"/proc/{c.pid}/cgroup").read_text() for c in engine._launchers.clients
+        }
+        job = engine.submit(JobSpec("/bin/sleep", args=["30"], cwd="/tmp"))
+        try:
+            assert _pids(pids_cgroup / "cgroup.procs") == [job.pid]
+            assert os.readlink(f"/proc/{job.pid}/cwd") == "/tmp"
+            for pid, text in before.items():
+                assert Path(f"/proc/{pid}/cgroup").read_text() == text
+                assert os.readlink(f"/proc/{pid}/cwd") == "/"
+        finally:
+            engine.stop(job.id, grace=0)
+
+
+def test_a_job_whose_pids_max_leaves_no_room_for_the_launcher_still_starts(
+    pids_cgroup: Path,
+) -> None:
     # pids.max 1: the launcher inside the cgroup would take the only slot, so the spawn
     # from inside fails with EAGAIN and the job is started the other way (the child joins).
-    root = Path("/sys/fs/cgroup/pids")
-    if not (root / "cgroup.procs").exists():
-        pytest.skip("no v1 pids hierarchy")
-    cgroup = root / f"worker-test-inplace-{uuid.uuid4().hex[:8]}"
-    cgroup.mkdir()
-    (cgroup / "pids.max").write_text("1")
-
-    class IntoPids:
-        @hookimpl
-        def pre_spawn(self, job: Job, plan: SpawnPlan) -> None:
-            plan.cgroup_procs.append(str(cgroup / "cgroup.procs"))
-
-    try:
-        with running_engine([IntoPids()]) as engine:
-            job = engine.submit(JobSpec("/bin/echo", args=["alone"]))
-            assert engine.wait(job.id, 30).end_reason is EndReason.EXITED
-            assert engine.output(job.id) == b"alone\n"
-    finally:
-        assert wait_until(lambda: not _pids(cgroup / "cgroup.procs"), 30)
-        cgroup.rmdir()
+    (pids_cgroup / "pids.max").write_text("1")
+    with running_engine([IntoCgroup(pids_cgroup)]) as engine:
+        job = engine.submit(JobSpec("/bin/echo", args=["alone"]))
+        assert engine.wait(job.id, 30).end_reason is EndReason.EXITED
+        assert engine.output(job.id) == b"alone\n"
