@@ -1,9 +1,10 @@
-"""The output thread on its own: real pipes (and a socket, and a device that is neither), real
-writer threads, every byte checked. Reads are sized by what the pipe holds and a bulk writer
-makes the loop pause between rounds: neither may lose, reorder or hold back a byte."""
+"""The output thread on its own: real pipes (and descriptors that are no pipe), real writer
+threads, every byte checked. Every read goes through one buffer the pump reuses, and a bulk
+writer makes the loop pause between rounds: neither may lose, reorder or hold back a byte."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import sys
@@ -13,7 +14,17 @@ from collections.abc import Iterator
 import pytest
 
 from worker_core._output import Stream
-from worker_core._pump import READ_SIZE, OutputPump, enlarge_pipe
+from worker_core._pump import (
+    BULK_BYTES,
+    BULK_WINDOW,
+    F_GETPIPE_SZ,
+    F_SETPIPE_SZ,
+    MIN_COALESCED_PIPE,
+    READ_SIZE,
+    OutputPump,
+    _Pipe,
+    enlarge_pipe,
+)
 
 WAIT = 30.0  # a bound on things happening at all, not on their speed
 
@@ -95,8 +106,8 @@ def write_all(fd: int, blocks: list[bytes], close: bool = True) -> threading.Thr
 def test_writes_of_every_size_arrive_exactly_in_order_and_no_read_exceeds_the_cap(
     pump: OutputPump, collector: Collector
 ) -> None:
-    # Around the sizes the pump decides by: the probe after an empty FIONREAD, the hot
-    # threshold, half a pipe, a full pipe, and writes bigger than the pipe (they block).
+    # Around the sizes the pump decides by (the bulk threshold, half a pipe, a full pipe, its
+    # buffer) and writes bigger than the pipe (they block until the pump has read them).
     sizes = [1, 100, 4095, 65535, 65536, 65537, 300_000, 524_288, 1 << 20, 3 << 20, 7, 1]
     blocks = [os.urandom(size) for size in sizes]
     r, w = big_pipe()
@@ -178,8 +189,7 @@ def test_a_bulk_writer_does_not_hold_back_another_jobs_lines(
 def test_descriptors_that_are_not_pipes_are_read_completely(
     pump: OutputPump, collector: Collector
 ) -> None:
-    # A socket answers FIONREAD but has no pipe size; an eventfd answers neither (ENOTTY),
-    # so the pump reads it with its largest read, and never sees it end: finish closes it.
+    # Neither has a pipe size (never bulk); an eventfd never ends either: finish closes it.
     sock_r, sock_w = socket.socketpair()
     counter = os.eventfd(0, os.EFD_CLOEXEC)
     blocks = [os.urandom(n) for n in (10, 400_000, 3)]
@@ -216,3 +226,73 @@ def test_finish_hands_out_what_the_pipe_holds_and_closes_with_the_writer_still_o
         assert collector.joined("job") == held
     finally:
         os.close(w)
+
+
+def test_only_a_fast_writer_into_a_large_pipe_counts_as_bulk() -> None:
+    big_r, big_w = big_pipe()
+    small_r, small_w = os.pipe2(os.O_CLOEXEC)
+    sock_r, sock_w = socket.socketpair()
+    try:
+        capacity = fcntl.fcntl(big_r, F_GETPIPE_SZ)
+        if capacity < MIN_COALESCED_PIPE:
+            pytest.skip(f"pipes cannot be enlarged here (got {capacity} bytes)")
+        fcntl.fcntl(small_r, F_SETPIPE_SZ, MIN_COALESCED_PIPE // 2)
+        pipe = _Pipe("job", Stream.STDOUT, big_r)
+        # Small reads in quick succession add up; a gap longer than the window starts over.
+        assert not pipe.bulk(BULK_BYTES // 4, now=10.0)
+        assert not pipe.bulk(BULK_BYTES // 4, now=10.0 + BULK_WINDOW / 2)
+        assert pipe.bulk(BULK_BYTES // 2, now=10.0 + BULK_WINDOW * 0.9)
+        assert not pipe.bulk(BULK_BYTES // 4, now=10.0 + BULK_WINDOW * 2.5)
+        # One large read is bulk, unless it took half the pipe or more: the writer is ahead.
+        assert pipe.bulk(BULK_BYTES, now=20.0)
+        assert not pipe.bulk(capacity // 2, now=20.0)
+        # A pipe too small to wait for, and a socket, never are.
+        assert not _Pipe("job", Stream.STDOUT, small_r).bulk(MIN_COALESCED_PIPE // 4, now=30.0)
+        assert not _Pipe("job", Stream.STDOUT, sock_r.fileno()).bulk(BULK_BYTES, now=40.0)
+    finally:
+        for fd in (big_r, big_w, small_r, small_w):
+            os.close(fd)
+        sock_r.close()
+        sock_w.close()
+
+
+def test_finishing_a_job_whose_pipe_is_ready_in_the_same_round_keeps_the_pump_running(
+    collector: Collector,
+) -> None:
+    # The pump is held inside a handler while the finish command and the job's data both
+    # arrive, so its next round sees both, the command first: finishing the job closes the
+    # pipe that the same round then reports ready. The pump must skip it and live on.
+    entered, release = threading.Event(), threading.Event()
+
+    def on_data(job_id: str, stream: Stream, data: bytes) -> None:
+        collector.on_data(job_id, stream, data)
+        if job_id == "blocker":
+            entered.set()
+            release.wait(WAIT)
+
+    pump = OutputPump(on_data, collector.on_closed)
+    pipes = {name: big_pipe() for name in ("blocker", "victim", "after")}
+    try:
+        for name, (r, _) in pipes.items():
+            collector.expect(name)
+            if name != "after":
+                pump.add(name, [(r, Stream.STDOUT)])
+        os.write(pipes["blocker"][1], b"b")
+        assert entered.wait(WAIT)
+        pump.finish("victim")
+        os.write(pipes["victim"][1], b"late")
+        release.set()
+        collector.wait_closed("victim")
+        assert collector.joined("victim") == b"late"
+        # Still reading: a job added afterwards is read to its end.
+        pump.add("after", [(pipes["after"][0], Stream.STDOUT)])
+        os.write(pipes["after"][1], b"still here")
+        os.close(pipes["after"][1])
+        collector.wait_closed("after")
+        assert collector.joined("after") == b"still here"
+    finally:
+        release.set()
+        pump.close()
+        for name, (_, w) in pipes.items():
+            if name != "after":
+                os.close(w)
