@@ -12,8 +12,9 @@ from grpc_certs import issue
 from grpc_harness import RPC_TIMEOUT, Harness, running_server, shell, spec
 
 from worker_core.plugin import Action, Job, Principal, hookimpl
+from worker_plugins.certs.client_identity import Unauthenticated
 from worker_plugins.grpc_transport import worker_pb2 as pb
-from worker_plugins.grpc_transport.auth import Unauthenticated, peer_principal
+from worker_plugins.grpc_transport.auth import peer_principal
 
 
 class OwnerOnly:

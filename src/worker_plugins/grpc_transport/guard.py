@@ -20,8 +20,9 @@ import grpc
 from grpc import aio
 
 from worker_core.plugin import InvalidSpec, Principal
+from worker_plugins.certs.client_identity import Unauthenticated
 
-from .auth import Unauthenticated, peer_principal
+from .auth import peer_principal
 from .call_log import CallLog
 from .errors import FIELD_METADATA_KEY, INTERNAL_MESSAGE, status_for
 

@@ -32,12 +32,13 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from worker_plugins.certs.client_identity import Unauthenticated
 from worker_plugins.metrics.rpc import record_rpc
 
 from . import call_log
 from .context import PRINCIPAL, server, too_large
 from .errors import CODE_KEY, INTERNAL_MESSAGE, ApiError, domain_error, http_error, json_error
-from .identity import Unauthenticated, connection_principal
+from .identity import connection_principal
 
 log = logging.getLogger("worker.https")
 

@@ -18,14 +18,9 @@ import ssl
 import weakref
 
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from worker_core.plugin import Principal
-from worker_plugins.certs.fingerprint import serial_hex, sha256_hex
-
-
-class Unauthenticated(Exception):
-    """The connection carries no usable client certificate; the message says why."""
+from worker_plugins.certs.client_identity import Unauthenticated, principal_of
 
 
 @functools.lru_cache(maxsize=1024)
@@ -36,24 +31,7 @@ def principal_from_der(der: bytes) -> Principal:
         cert = x509.load_der_x509_certificate(der)
     except ValueError as exc:
         raise Unauthenticated("the client certificate cannot be parsed") from exc
-    try:
-        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        usage = None
-    # No extendedKeyUsage at all would mean "any usage" in X.509 (and OpenSSL lets it pass);
-    # the usage must be stated, as `worker certs` always does.
-    if usage is None or ExtendedKeyUsageOID.CLIENT_AUTH not in usage:
-        raise Unauthenticated("the client certificate is not valid for client authentication")
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if len(names) != 1:
-        raise Unauthenticated("the client certificate must carry exactly one Common Name")
-    cn = names[0].value
-    if isinstance(cn, bytes):
-        cn = cn.decode("utf-8", "replace")
-    if not cn or "\0" in cn:
-        raise Unauthenticated("the client certificate's Common Name is empty or malformed")
-    # Serial and fingerprint let the policy refuse a revoked certificate (rbac [revoked]).
-    return Principal(cn, cert_serial=serial_hex(cert), cert_sha256=sha256_hex(cert))
+    return principal_of(cert)
 
 
 def peer_principal(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> Principal:
