@@ -192,28 +192,37 @@ def _cgroup_homes() -> dict[str, str]:
     except (OSError, ValueError):
         return {}
     homes: dict[str, str] = {}
+    for mount, fstype, root, options in _cgroup_mounts():
+        if fstype == CGROUP2_FSTYPE:
+            key = ""
+        else:
+            names = [o for o in options if o in controllers or o.startswith("name=")]
+            key = ",".join(sorted(names))
+        where = own.get(key)
+        if where is None:
+            continue
+        if root != "/":
+            if where != root and not where.startswith(root + "/"):
+                continue
+            where = where[len(root) :]
+        homes[mount] = (mount.rstrip("/") + where).rstrip("/") or "/"
+    return homes
+
+
+def _cgroup_mounts() -> list[tuple[str, str, str, list[str]]]:
+    """Every cgroup mount (``/proc/self/mountinfo``): its mount point, file system type
+    (``cgroup`` or ``cgroup2``), root within the hierarchy and super options."""
+    mounts = []
     with contextlib.suppress(OSError), open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
+            # mount ID, parent, dev, root, mount point, options, optional fields..., -, type,
+            # source, super options
             dash = fields.index("-")
-            fstype, root, mount = fields[dash + 1], fields[3], fields[4]
-            if fstype == CGROUP2_FSTYPE:
-                key = ""
-            elif fstype == "cgroup":
-                options = fields[dash + 3].split(",")
-                names = [o for o in options if o in controllers or o.startswith("name=")]
-                key = ",".join(sorted(names))
-            else:
-                continue
-            where = own.get(key)
-            if where is None:
-                continue
-            if root != "/":
-                if where != root and not where.startswith(root + "/"):
-                    continue
-                where = where[len(root) :]
-            homes[mount] = (mount.rstrip("/") + where).rstrip("/") or "/"
-    return homes
+            fstype = fields[dash + 1]
+            if fstype in ("cgroup", CGROUP2_FSTYPE):
+                mounts.append((fields[4], fstype, fields[3], fields[dash + 3].split(",")))
+    return mounts
 
 
 def _join(procs: str) -> None:
@@ -533,15 +542,8 @@ def _descendants(root: int) -> list[int]:
 
 
 def _cgroup2_mounts() -> list[str]:
-    """Where cgroup v2 is mounted (``/proc/self/mountinfo``), longest first."""
-    mounts = []
-    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            # mount ID, parent, dev, root, mount point, options, optional fields..., -, type
-            dash = fields.index("-")
-            if fields[dash + 1] == CGROUP2_FSTYPE:
-                mounts.append(fields[4])
+    """Where cgroup v2 is mounted, longest first."""
+    mounts = [mount for mount, fstype, _, _ in _cgroup_mounts() if fstype == CGROUP2_FSTYPE]
     return sorted(mounts, key=len, reverse=True)
 
 
@@ -883,10 +885,14 @@ class Launcher:
             return
         self._setup_done(starting)
 
-    def _setup_done(self, starting: _Starting) -> None:
+    def _forget_setup(self, starting: _Starting) -> None:
+        """Stop watching a child's setup: its error pipe closed and its entry gone."""
         self.sel.unregister(starting.error_r)
         os.close(starting.error_r)
         del self.starting[starting.pid]
+
+    def _setup_done(self, starting: _Starting) -> None:
+        self._forget_setup(starting)
         if starting.report:
             # The child never exec'd; it has exited (or is exiting). Reap it here so the
             # engine never hears of it as a job exit.
@@ -917,10 +923,8 @@ class Launcher:
         for starting in [s for s in self.starting.values() if s.deadline <= now]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(starting.pid, signal.SIGKILL)
-            self.sel.unregister(starting.error_r)
-            os.close(starting.error_r)
+            self._forget_setup(starting)
             os.close(starting.pidfd)
-            del self.starting[starting.pid]
             if starting.exit is None:
                 self.abandoned.add(starting.pid)
             error = f"the job did not start within {CHILD_SETUP_TIMEOUT:g}s"
@@ -1029,10 +1033,8 @@ class Launcher:
             self.reap()
             for starting in list(self.starting.values()):
                 if starting.exit is not None:
-                    self.sel.unregister(starting.error_r)
-                    os.close(starting.error_r)
+                    self._forget_setup(starting)
                     os.close(starting.pidfd)
-                    del self.starting[starting.pid]
             time.sleep(0.01)
 
     @staticmethod
