@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from worker_core.plugin import Chunk, Config, Engine, Job, JobState, Stream, hookimpl
+from worker_core.plugin import Chunk, Config, Engine, Job, JobState, SpawnPlan, Stream, hookimpl
 
 PY = sys.executable
 
@@ -249,3 +249,16 @@ def run_python(code: str, *args: str, prelude: str = "") -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+class ForkPath:
+    """Makes the launcher fork a job (not posix_spawn it): sets an rlimit (RLIMIT_CORE 0),
+    which only a forked child can apply. ``named``: only for jobs of that name."""
+
+    def __init__(self, named: str | None = None) -> None:
+        self.named = named
+
+    @hookimpl
+    def pre_spawn(self, job: Job, plan: SpawnPlan) -> None:
+        if self.named is None or job.spec.name == self.named:
+            plan.rlimits["RLIMIT_CORE"] = (0, 0)

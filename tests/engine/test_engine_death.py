@@ -10,10 +10,9 @@ import subprocess
 import textwrap
 from pathlib import Path
 
-from helpers import PY, alive, kill_if_alive, read_lines, running_engine, wait_dead
+from helpers import PY, ForkPath, alive, kill_if_alive, read_lines, running_engine, wait_dead
 
-from worker_core import EndReason, Engine, Job, JobSpec, JobState, hookimpl
-from worker_core.plugin import SpawnPlan
+from worker_core import EndReason, Engine, JobSpec, JobState
 
 SERVER = textwrap.dedent(
     """
@@ -98,14 +97,6 @@ def test_a_job_lost_with_its_launcher_is_killed(engine: Engine) -> None:
         assert wait_dead(job.pid, 30), "a LOST job is still running"  # type: ignore[arg-type]
     finally:
         kill_if_alive(job.pid)  # type: ignore[arg-type]
-
-
-class ForkPath:
-    """Sets an rlimit (RLIMIT_CORE 0): something only a forked child can apply."""
-
-    @hookimpl
-    def pre_spawn(self, job: Job, plan: SpawnPlan) -> None:
-        plan.rlimits["RLIMIT_CORE"] = (0, 0)
 
 
 def test_a_fork_path_job_dies_with_its_launcher() -> None:

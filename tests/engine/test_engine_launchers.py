@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import kill_if_alive, running_engine, wait_dead, wait_until
+from helpers import ForkPath, kill_if_alive, running_engine, wait_dead, wait_until
 
 from worker_core import EndReason, Engine, Job, JobSpec, JobState, hookimpl
 from worker_core.plugin import SpawnPlan
@@ -113,13 +113,7 @@ def test_a_launcher_serves_other_spawns_while_a_child_is_still_setting_up(fifo: 
 
 
 def test_several_launchers_start_when_spawns_overlap_and_each_job_runs_once() -> None:
-    class ForkSome:
-        @hookimpl
-        def pre_spawn(self, job: Job, plan: SpawnPlan) -> None:
-            if job.spec.name == "forked":
-                plan.rlimits["RLIMIT_CORE"] = (0, 0)
-
-    with running_engine([ForkSome()], launchers=2) as engine:
+    with running_engine([ForkPath(named="forked")], launchers=2) as engine:
         # Every way a launcher starts a job, mixed: posix_spawn, in place, forked.
         specs = [
             JobSpec(
@@ -218,14 +212,6 @@ class IntoCgroup:
     @hookimpl
     def pre_spawn(self, job: Job, plan: SpawnPlan) -> None:
         plan.cgroup_procs.append(str(self.cgroup / "cgroup.procs"))
-
-
-class ForkPath:
-    """Sets an rlimit (RLIMIT_CORE 0): something only a forked child can apply."""
-
-    @hookimpl
-    def pre_spawn(self, job: Job, plan: SpawnPlan) -> None:
-        plan.rlimits["RLIMIT_CORE"] = (0, 0)
 
 
 @pytest.mark.skipif(not (V2_ROOT / "cgroup.procs").exists(), reason="no cgroup v2 hierarchy")

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import PY, Recorder, proc_status, read_lines, running_engine
+from helpers import PY, ForkPath, Recorder, proc_status, read_lines, running_engine
 
 from worker_core import (
     EndReason,
@@ -21,15 +21,12 @@ from worker_core import (
     InvalidSpec,
     IOLimit,
     Isolation,
-    Job,
     JobSpec,
     JobState,
     Limits,
     PluginError,
-    hookimpl,
 )
 from worker_core._validation import DEFAULT_PATH
-from worker_core.plugin import SpawnPlan
 
 
 def launcher_children(engine: Engine) -> list[int]:
@@ -43,14 +40,6 @@ def launcher_children(engine: Engine) -> list[int]:
 
 # Says when it is past its own start-up (the dynamic loader briefly holds libc open).
 READY_THEN_SLEEP = "import time; print('ready', flush=True); time.sleep(5)"
-
-
-class ForkPath:
-    """Sets an rlimit (RLIMIT_CORE 0): something only a forked child can apply."""
-
-    @hookimpl
-    def pre_spawn(self, job: Job, plan: SpawnPlan) -> None:
-        plan.rlimits["RLIMIT_CORE"] = (0, 0)
 
 
 #: The launcher's three ways to start a job: posix_spawn; posix_spawn from the job's working
