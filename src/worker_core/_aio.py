@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import threading
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ._jobstore import JobQuery
 from ._model import Job, JobSpec, JobState, Principal
+from ._notify import wait_future, wake_future
 
 if TYPE_CHECKING:
     from ._engine import Engine, JobPage
@@ -38,6 +40,10 @@ class EngineInternals(Protocol):
         """How long a stop waits for the end by default."""
         ...
 
+    def _live_entry(self, job_id: str) -> TrackedJob | None:
+        """The job's live entry; None once it has ended."""
+        ...
+
 
 class AsyncEngine:
     """The engine's operations as coroutines; never blocks the event loop.
@@ -52,21 +58,76 @@ class AsyncEngine:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
-    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _executor(self) -> ThreadPoolExecutor:
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="worker-aio")
+            return self._pool
+
+    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+        return await loop.run_in_executor(self._executor(), lambda: fn(*args, **kwargs))
 
     async def submit(
         self,
         spec: JobSpec,
         principal: Principal | None = None,
         idempotency_key: str | None = None,
+        wait: float = 0.0,
     ) -> Job:
-        job: Job = await self._run(self._engine.submit, spec, principal, idempotency_key)
-        return job
+        """:meth:`Engine.submit`; with ``wait`` seconds, the record once the job has ended, or
+        its record then once ``wait`` has passed. The submitter learns how its own job ended
+        whatever it may read: no READ permission is asked for.
+        """
+        if wait <= 0:
+            job: Job = await self._run(self._engine.submit, spec, principal, idempotency_key)
+            return job
+        return await self._submit_and_wait(spec, principal, idempotency_key, wait)
+
+    async def _submit_and_wait(
+        self, spec: JobSpec, principal: Principal | None, key: str | None, wait: float
+    ) -> Job:
+        # The pool thread that submits also registers the wait for the end, so the loop wakes
+        # once, when the job has ended, rather than once for the submit and again at the end
+        # (a wake of the loop from another thread is much of what a short job's call costs).
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+        # What the submit gave: the live entry, the record (ended already), or the error;
+        # filled before ``woken`` is woken.
+        outcome: list[TrackedJob | Job | BaseException] = []
+
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                loop.call_soon_threadsafe(wake_future, woken)
+
+        def submit_then_watch() -> None:
+            try:
+                job = self._engine.submit(spec, principal, key)
+            except BaseException as exc:
+                outcome.append(exc)
+                wake()
+                return
+            entry = self._internals._live_entry(job.id)
+            if entry is None or job.is_finished:
+                outcome.append(job)
+                wake()
+                return
+            with entry.notifier:
+                outcome.append(entry)
+                if entry.job.is_finished:
+                    wake()
+                else:
+                    entry.notifier.add_waiter(loop, woken, until=lambda: entry.job.is_finished)
+
+        running = self._executor().submit(submit_then_watch)
+        if not await wait_future(woken, wait):
+            woken.cancel()
+            if not outcome:  # not even submitted within ``wait``: its outcome once it is
+                await asyncio.wrap_future(running)
+        found = outcome[0]
+        if isinstance(found, BaseException):
+            raise found
+        return found if isinstance(found, Job) else found.job
 
     async def get(self, job_id: str, principal: Principal | None = None) -> Job:
         return self._engine.get(job_id, principal)
@@ -166,5 +227,14 @@ async def _until_finished(entry: TrackedJob, timeout: float | None) -> None:
     an engine thread holds it while it commits a change of state to the job store, and
     taking it here would stall the event loop (every call it serves) for that long.
     """
-    if not entry.job.is_finished:  # one attribute read: atomic
-        await entry.notifier.await_for(lambda: entry.job.is_finished or None, timeout)
+    if entry.job.is_finished:  # one attribute read: atomic
+        return
+    woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    with entry.notifier:
+        if entry.job.is_finished:
+            return
+        # Woken once, at the end: not at every change of state before it.
+        entry.notifier.add_waiter(
+            asyncio.get_running_loop(), woken, until=lambda: entry.job.is_finished
+        )
+    await wait_future(woken, timeout)

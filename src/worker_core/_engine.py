@@ -45,6 +45,7 @@ from ._errors import (
 from ._executor import Ended, Executor, LaunchFailed
 from ._jobstore import OUTPUT_BYTES_FACT, JobQuery, JobStore, StoreUnavailable
 from ._launcher import ExitReport, LauncherClient, LauncherDied, SpawnFailed
+from ._launcher_main import restricted_plan
 from ._launchers import LauncherPool, default_size
 from ._model import (
     ACTIVE_STATES,
@@ -140,6 +141,15 @@ class Engine:
             self._on_exit,
             self._on_launcher_death,
             self._settings.launcher_timeout,
+        )
+        # Launchers for jobs that may hold no capability and gain none (every job the runas
+        # plugin starts unprivileged): started at the first such job. See restricted_plan.
+        self._restricted_launchers = LauncherPool(
+            default_size(self._settings.launchers),
+            self._on_exit,
+            self._on_launcher_death,
+            self._settings.launcher_timeout,
+            restricted=True,
         )
         self._store: OutputStore | None = None
         self._exit_is_cheap = False
@@ -351,6 +361,7 @@ class Engine:
             self._close_stores()
             return
         self._launchers.shutdown()
+        self._restricted_launchers.shutdown()
         if self._executor is not None:
             try:
                 self._executor.close()
@@ -785,13 +796,14 @@ class Engine:
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         for fd in (out_r, err_r):
             enlarge_pipe(fd)
+        launchers = self._restricted_launchers if restricted_plan(message) else self._launchers
         try:
-            launcher = self._launchers.pick()
+            launcher = launchers.pick()
             try:
                 pid, pidfd = launcher.spawn(job.id, message, out_w, err_w)
             except LauncherDied as first:
                 log.warning("job %s: %s; retrying with another launcher", job.id, first)
-                launcher = self._launchers.pick()
+                launcher = launchers.pick()
                 pid, pidfd = launcher.spawn(job.id, message, out_w, err_w)
         except SpawnFailed as exc:
             os.close(out_r)
@@ -1128,6 +1140,9 @@ class Engine:
         if principal is not None and not self.hooks.authorize(principal, Action.READ, job):
             raise JobNotFound(job_id)  # not PERMISSION_DENIED: ids cannot be probed
         return job, entry
+
+    def _live_entry(self, job_id: str) -> TrackedJob | None:
+        return self._jobs.get(job_id)
 
     def _readable_entry(self, job_id: str, principal: Principal | None) -> TrackedJob:
         """A live entry to wait on; for a job that has ended, a finished stand-in."""

@@ -22,9 +22,14 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def _wake(future: asyncio.Future[None]) -> None:
+def wake_future(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+#: A registered coroutine waiter: its loop, its future, and what must hold for it to wake
+#: (None: any notification).
+_Waiter = tuple["asyncio.AbstractEventLoop", "asyncio.Future[None]", "Callable[[], bool] | None"]
 
 
 class Notifier:
@@ -37,7 +42,7 @@ class Notifier:
         # Made at the first wait: most notifiers (a queued job's, a quiet log's) are only
         # ever locked, and a Condition costs about 2 KiB.
         self._cond: threading.Condition | None = None
-        self._futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._futures: list[_Waiter] = []
 
     def _condition(self) -> threading.Condition:
         """The condition over the lock. Call with the notifier held."""
@@ -63,10 +68,16 @@ class Notifier:
             self._cond.notify_all()
         if self._futures:
             futures, self._futures = self._futures, []
-            for loop, future in futures:
+            for waiter in futures:
+                loop, future, until = waiter
+                if until is not None and not future.done() and not _holds(until):
+                    # Not what it waits for: waking its loop (a self-pipe write, an epoll
+                    # round) would only have it look and wait again.
+                    self._futures.append(waiter)
+                    continue
                 # The loop may have been closed by a caller that gave up; nothing to wake then.
                 with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(_wake, future)
+                    loop.call_soon_threadsafe(wake_future, future)
 
     def wait(self, timeout: float | None) -> bool:
         """Block until notified or ``timeout``. Call with the notifier held."""
@@ -105,12 +116,32 @@ class Notifier:
 
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
+        self.add_waiter(loop, future)
+        return future
+
+    def add_waiter(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[None],
+        until: Callable[[], bool] | None = None,
+    ) -> None:
+        """Complete ``future`` (through ``loop``) at the first :meth:`notify_all` after which
+        ``until()`` holds, or the next one without ``until``. Call with the notifier held,
+        from any thread. ``until`` runs with the notifier held, in the notifying thread: it
+        must only read (a waiter that takes something out of what the notifier guards
+        takes it on its own loop, after waking)."""
         if len(self._futures) >= 64:
             # Waiters that gave up (a cancelled stream on a quiet job) would otherwise stay
             # here until the next notification.
-            self._futures = [(lp, f) for lp, f in self._futures if not f.done()]
-        self._futures.append((loop, future))
-        return future
+            self._futures = [w for w in self._futures if not w[1].done()]
+        self._futures.append((loop, future, until))
+
+
+def _holds(until: Callable[[], bool]) -> bool:
+    try:
+        return until()
+    except Exception:  # the waiter looks again on its own loop, and sees the error there
+        return True
 
 
 async def wait_future(future: asyncio.Future[None], timeout: float | None) -> bool:

@@ -13,12 +13,11 @@ encoded bytes (:func:`fill_page`), so no listing can outgrow the response cap.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from worker_core.plugin import ACTIVE_STATES, InvalidSpec, Job, JobNotFound, JobQuery, Principal
+from worker_core.plugin import ACTIVE_STATES, InvalidSpec, Job, JobQuery, Principal
 
 from . import convert
 from . import worker_pb2 as pb
@@ -174,15 +173,14 @@ class WorkerServicer(pb_grpc.WorkerServicer):
                 f"must be a number from 0 to {MAX_SUBMIT_WAIT_SECONDS:g}, got {wait}",
             )
         spec = convert.spec_from_pb(request.spec)
+        # With a wait, the submitter gets its own job's record, as without one: no read
+        # permission is asked for (a submit-only role still learns how its job ended).
         job = await self._engine.aio.submit(
-            spec, current_principal(), idempotency_key=request.idempotency_key or None
+            spec,
+            current_principal(),
+            idempotency_key=request.idempotency_key or None,
+            wait=wait,
         )
-        if wait and not job.is_finished:
-            # The submitter gets its own job's record, as without a wait: no read
-            # permission is asked for (a submit-only role still learns how its job ended).
-            # A record already evicted (many jobs ending at once) leaves the one we have.
-            with contextlib.suppress(JobNotFound):
-                job = await self._engine.aio.wait(job.id, wait)
         return pb.SubmitResponse(job=convert.job_to_pb(job))
 
     async def Get(self, request: pb.GetRequest, context: aio.ServicerContext) -> pb.GetResponse:

@@ -9,12 +9,11 @@ transport's own page filler, so both transports page alike.
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 from aiohttp import web
 
-from worker_core.plugin import ACTIVE_STATES, InvalidSpec, JobNotFound
+from worker_core.plugin import ACTIVE_STATES, InvalidSpec
 from worker_plugins.grpc_transport import convert
 from worker_plugins.grpc_transport import worker_pb2 as pb
 from worker_plugins.grpc_transport.servicer import (
@@ -54,14 +53,11 @@ async def submit(request: web.Request) -> web.Response:
         )
     engine = server(request).engine
     spec = convert.spec_from_pb(message.spec)
+    # As over gRPC: with a wait, the submitter learns how its own job ended without read
+    # permission.
     job = await engine.aio.submit(
-        spec, caller(request), idempotency_key=message.idempotency_key or None
+        spec, caller(request), idempotency_key=message.idempotency_key or None, wait=wait
     )
-    if wait and not job.is_finished:
-        # As over gRPC: the submitter learns how its own job ended without read permission;
-        # a record evicted meanwhile leaves the one we have.
-        with contextlib.suppress(JobNotFound):
-            job = await engine.aio.wait(job.id, wait)
     return respond(
         pb.SubmitResponse(job=convert.job_to_pb(job)), status=201, Location=f"/v1/jobs/{job.id}"
     )
