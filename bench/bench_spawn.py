@@ -5,6 +5,8 @@
 2. the same with ``cgroups`` vs the engine without plugins; target ≤ 2x. Beside it, for
    context, the engine with ``cgroups`` against the same cgroups made by hand (no target).
 3. the same with ``cgroups,netns,pidns`` vs that confinement by hand; target ≤ 1.5x.
+   Beside it, the engine with ``runas`` (what ``worker serve`` gives every job: nobody, no
+   capability, no_new_privs) against the engine without plugins (no target).
 4. jobs/s from 8 threads each submitting and waiting, vs 8 threads of ``subprocess.run``;
    target ≥ 0.9x. Beside it, 8 threads with ``cgroups`` (no target).
 
@@ -466,6 +468,7 @@ def one_run(
         slower("   by hand (cgroups) ÷ subprocess", "ms", hand, ms["subprocess"], None),
         slower("3. cg,netns,pidns ÷ by hand (same)", "ms", ms["full"], ms["hand full"], 1.5),
         slower("   cg,netns,pidns ÷ engine", "ms", ms["full"], ms["engine"], None),
+        slower("   runas (serve's identity) ÷ engine", "ms", ms["runas"], ms["engine"], None),
         faster("4. 8 threads: engine ÷ subprocess", js["engine"], js["subprocess"], 0.9),
         faster("   8 threads: cgroups ÷ subprocess", js["cgroups"], js["subprocess"], None),
     ]  # fmt: skip
@@ -540,6 +543,8 @@ def main() -> None:
         full = stack.enter_context(
             Engine("cgroups,netns,pidns", engine_config(f"worker-bench-{tag}-full"))
         )
+        # serve's default identity for a job: nobody, no capability, no_new_privs.
+        runas = stack.enter_context(Engine("runas", engine_config(f"worker-bench-{tag}-runas")))
         mounts = plugin_hierarchies(cgroups)
         if plugin_hierarchies(full) != mounts:
             raise RuntimeError("the two cgroups engines put a job in different hierarchies")
@@ -564,6 +569,7 @@ def main() -> None:
         latency["hand cgroups"] = lambda n: hand.median("cgroups", n)
         latency["full"] = in_process(lambda: run_job(full, spec))
         latency["hand full"] = lambda n: hand.median("full", n)
+        latency["runas"] = in_process(lambda: run_job(runas, spec))
         for batch in latency.values():  # warm-up: first spawns, imports, allocator arenas
             batch(10)
 

@@ -71,6 +71,7 @@ class LauncherClient:
         on_exit: Callable[[ExitReport], None],
         on_death: Callable[[LauncherClient, str], None],
         timeout: float,
+        restricted: bool = False,
     ) -> None:
         self._on_exit = on_exit
         self._on_death = on_death
@@ -92,7 +93,14 @@ class LauncherClient:
             # A fresh interpreter, not a fork of this (possibly threaded) process; -I -S keeps
             # it from reading the environment or site-packages: it needs only the stdlib.
             self._process = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(_MAIN), str(theirs.fileno())],
+                [
+                    sys.executable,
+                    "-I",
+                    "-S",
+                    str(_MAIN),
+                    str(theirs.fileno()),
+                    *(["restricted"] if restricted else []),
+                ],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,

@@ -16,7 +16,9 @@ The launcher is the only process that reaps jobs, and it handles one message at 
 ``signal`` request is never delivered to a PID it has already reaped. It never waits on one
 child: a forked child's setup (joining cgroups, making namespaces) runs while the launcher
 serves the next request, and the spawn is answered when the child's error pipe says how
-setup ended. The engine runs several launchers, so spawns proceed on every core. When the engine's end of
+setup ended. The engine runs several launchers, so spawns proceed on every core; started
+with ``restricted`` after the descriptor, a launcher starts only jobs that may hold no
+capability and gain none, and has applied that to itself (see :func:`restricted_plan`). When the engine's end of
 the socket closes (the engine died), it kills every job and exits: nothing is orphaned.
 """
 
@@ -159,18 +161,38 @@ _LAUNCHER_SIGNALS = (signal.SIGCHLD, signal.SIGINT, signal.SIGHUP, signal.SIGPIP
 _SPAWN_SIGDEF = tuple(_LAUNCHER_SIGNALS)
 
 
-def _needs_fork(plan: dict[str, Any]) -> bool:
-    """Whether the child must run code of its own before exec: what neither posix_spawn nor
-    the launcher standing where the job starts (its cgroups, its directory) can give."""
+def restricted_plan(plan: dict[str, Any]) -> bool:
+    """Whether a restricted launcher starts this plan: one whose job may hold no capability
+    and gain none (``no_new_privileges`` and ``capabilities = set()``, what the runas plugin
+    asks for every unprivileged job), with nothing else to apply in the child.
+
+    A restricted launcher has applied exactly that to itself once (see :func:`_restrict`),
+    so each child inherits it and needs no code of its own before exec.
+    """
+    return bool(
+        plan["no_new_privileges"]
+        and plan["capabilities"] == []
+        and not (plan["namespaces"] or plan["rlimits"] or plan["readonly_paths"])
+    )
+
+
+def _needs_fork(plan: dict[str, Any], restricted: bool) -> bool:
+    """Whether the child must run code of its own before exec: what neither posix_spawn,
+    nor subprocess's fork in C (a new uid, gid and groups), nor the launcher standing where
+    the job starts (its cgroups, its directory) can give."""
+    if restricted:
+        return not restricted_plan(plan)
     return bool(
         plan["namespaces"]
         or plan["rlimits"]
-        or plan["uid"] is not None
-        or plan["gid"] is not None
         or plan["no_new_privileges"]
         or plan["capabilities"] is not None
         or plan["readonly_paths"]
     )
+
+
+def _new_identity(plan: dict[str, Any]) -> bool:
+    return plan["uid"] is not None or plan["gid"] is not None
 
 
 def _cgroup_homes() -> dict[str, str]:
@@ -464,6 +486,38 @@ def _apply_plan(
         raise ChildSetupError(stage, 0, f"{type(exc).__name__}: {exc}") from exc
 
 
+def _restrict() -> None:
+    """Make this launcher a restricted one: what the fork path applies in the child of a
+    plan with ``no_new_privileges`` and ``capabilities = set()``, applied once, here, and
+    inherited by every child (see :func:`restricted_plan`).
+
+    The bounding set is emptied (with CAP_SETPCAP: an unprivileged launcher holds nothing
+    to pass on), the inheritable and ambient sets cleared, and no_new_privs set. The
+    launcher's own effective and permitted sets stay: it still joins cgroups, gives each
+    child the job's identity, and signals jobs; none of that involves an ``execve`` of its
+    own, the only thing these sets and no_new_privs change.
+    """
+    if _capget()[0] >> CAP_SETPCAP & 1:
+        _drop_bounding_set([])
+    effective, permitted, _ = _capget()
+    header = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for i in (0, 1):
+        data[i].effective = (effective >> (32 * i)) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> (32 * i)) & 0xFFFFFFFF
+    _check(_libc.capset(ctypes.byref(header), data), "capabilities", "capset")
+    if _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        if err != errno.EINVAL:  # before Linux 4.3: no ambient set
+            raise ChildSetupError("capabilities", err, f"clear ambient: {os.strerror(err)}")
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "credentials", "no_new_privs")
+
+
+def _ignored(signum: int, frame: object) -> None:
+    """The launcher's SIGINT and SIGHUP: caught rather than ignored, so a child started by
+    subprocess (which resets only SIGPIPE and SIGXFSZ) does not inherit them ignored."""
+
+
 def _relay_init(init_pid: int, error_w: int) -> None:
     """The job's parent when it is PID 1 of a namespace: wait for it and exit the same way.
 
@@ -587,8 +641,11 @@ class _Starting:
 
 
 class Launcher:
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, restricted: bool = False) -> None:
         self.sock = sock
+        # Started restricted (see _restrict): it starts only plans that ask for as much.
+        self.restricted = restricted
+        self._groups = os.getgroups()  # ours, to come back to after a chdir as a job's user
         self.jobs: dict[int, dict[str, Any]] = {}  # pid -> {"job": id, "cgroup_procs": [...]}
         self.starting: dict[int, _Starting] = {}
         # Children that timed out in setup: killed, reported failed, reaped silently.
@@ -609,8 +666,9 @@ class Launcher:
         self.wake_r = wake_r
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
-        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
-            signal.signal(sig, signal.SIG_IGN)
+        for sig in (signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, _ignored)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
     def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
         with contextlib.suppress(OSError):
@@ -675,7 +733,7 @@ class Launcher:
         plan = message["plan"]
         try:
             spawned = None
-            if not _needs_fork(plan):
+            if not _needs_fork(plan, self.restricted):
                 spawned = self._spawn_in_place(plan, out_fd, err_fd)
             if spawned is None:
                 # Answered when the child's setup ends (see _setup_progress), not now: other
@@ -734,10 +792,17 @@ class Launcher:
             for path in procs:
                 _join(path)
                 joined.append(path)
-            if plan["cwd"] != "/":
-                os.chdir(plan["cwd"])
+            if _new_identity(plan):
+                # Entered as the job's user: a directory it may not enter, it does not start
+                # in (the fork path, which then reports it, changes identity first too).
                 moved = True
-            pid, report = self._posix_spawn(plan, out_fd, err_fd)
+                self._chdir_as(plan)
+                pid, report = self._popen(plan, out_fd, err_fd)
+            else:
+                if plan["cwd"] != "/":
+                    moved = True
+                    os.chdir(plan["cwd"])
+                pid, report = self._posix_spawn(plan, out_fd, err_fd)
         except OSError:
             # The fork path does the same in the child and reports what failed, and where.
             return None
@@ -805,6 +870,72 @@ class Launcher:
             detail = f"{exc.strerror or exc}: {plan['executable']!r}"
             return 0, {"stage": "exec", "errno": exc.errno or 0, "error": detail}
         return pid, None
+
+    def _chdir_as(self, plan: dict[str, Any]) -> None:
+        """chdir to the plan's directory with the job's uid, gid and groups as the effective
+        ones. The real and saved uid stay root's throughout, so no process of the job's user
+        may signal the launcher meanwhile, and the switch back always succeeds."""
+        uid, gid = plan["uid"], plan["gid"]
+        try:
+            os.setgroups(plan["groups"] or [])
+            if gid is not None:
+                os.setegid(gid)
+            if uid is not None:
+                os.seteuid(uid)
+            os.chdir(plan["cwd"])
+        finally:
+            try:
+                os.seteuid(0)
+                os.setegid(0)
+                os.setgroups(self._groups)
+            except OSError as exc:
+                # Never spawn another job with a job's identity left behind: stop; the engine
+                # notices at once and starts another launcher.
+                with contextlib.suppress(OSError):
+                    os.write(2, f"worker launcher: cannot restore its identity: {exc}\n".encode())
+                os._exit(70)
+
+    def _popen(
+        self, plan: dict[str, Any], out_fd: int, err_fd: int
+    ) -> tuple[int, dict[str, Any] | None]:
+        """A job with an identity of its own and nothing else to apply in the child: subprocess
+        forks and switches uid, gid and groups in C, so the child touches a few pages of the
+        launcher instead of running Python in a copy of it (most of what the fork path costs).
+
+        Everything else holds as for posix_spawn (see there): the launcher's signal
+        dispositions are default or caught (reset at exec), its mask empty, its working
+        directory the plan's (entered as the job's user, see _chdir_as).
+        """
+        import subprocess  # only launchers that start jobs with an identity pay for it
+
+        try:
+            child = subprocess.Popen(
+                plan["argv"],
+                executable=plan["executable"],
+                env=plan["env"],
+                stdin=subprocess.DEVNULL,
+                stdout=out_fd,
+                stderr=err_fd,
+                close_fds=True,
+                start_new_session=True,
+                restore_signals=True,
+                user=plan["uid"],
+                group=plan["gid"],
+                extra_groups=plan["groups"] or [],
+            )
+        except OSError as exc:
+            if exc.filename == plan["executable"]:
+                detail = f"{exc.strerror or exc}: {plan['executable']!r}"
+                return 0, {"stage": "exec", "errno": exc.errno or 0, "error": detail}
+            stage = "credentials" if exc.errno != errno.EAGAIN else "fork"
+            return 0, {"stage": stage, "errno": exc.errno or 0, "error": str(exc.strerror or exc)}
+        except subprocess.SubprocessError as exc:
+            return 0, {"stage": "setup", "errno": 0, "error": str(exc)}
+        # Reaped by this launcher's own loop, like every job: marked done so that Popen never
+        # waits for it (subprocess reaps the unfinished Popens it still knows of on each new
+        # one, and would take the job's exit, or a later job's reused PID, from us).
+        child.returncode = 0
+        return child.pid, None
 
     def _fork_and_apply(
         self, message: dict[str, Any], plan: dict[str, Any], out_fd: int, err_fd: int
@@ -1069,11 +1200,14 @@ def main() -> None:
     os.chdir("/")  # the posix_spawn fast path relies on it
     with contextlib.suppress(PermissionError), open("/proc/self/oom_score_adj", "w") as f:
         f.write("0")
+    restricted = sys.argv[2:3] == ["restricted"]
+    if restricted:
+        _restrict()
     sock = socket.socket(fileno=fd)
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_MESSAGE)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, MAX_MESSAGE)
-    Launcher(sock).run()
+    Launcher(sock, restricted).run()
 
 
 if __name__ == "__main__":

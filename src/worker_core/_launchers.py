@@ -4,6 +4,10 @@ One launcher starts with the engine; more (up to the configured number) start in
 background when a spawn finds every running one busy with another spawn. A job is signalled
 through the launcher that started it (only that one may reap it, so only that one knows
 whether its PID is still the job's); a launcher's death concerns its own jobs alone.
+
+The engine has two pools: the launchers of every job, and restricted ones (see
+``restricted_plan``) for jobs that may hold no capability and gain none, started at the
+first such job.
 """
 
 from __future__ import annotations
@@ -37,8 +41,10 @@ class LauncherPool:
         on_exit: Callable[[ExitReport], None],
         on_death: Callable[[LauncherClient, str], None],
         timeout: float,
+        restricted: bool = False,
     ) -> None:
         self.size = size
+        self.restricted = restricted
         self._on_exit = on_exit
         self._on_death = on_death
         self._timeout = timeout
@@ -46,6 +52,8 @@ class LauncherPool:
         self._clients: list[LauncherClient] = []
         self._growing: threading.Thread | None = None
         self._closed = False
+        self._started = False  # one launcher has run: none running now means it died
+        self._starting = threading.Lock()  # held by the spawn that starts one when none runs
 
     @property
     def clients(self) -> list[LauncherClient]:
@@ -58,6 +66,7 @@ class LauncherPool:
         client = self._new()
         with self._lock:
             self._clients.append(client)
+            self._started = True
 
     def pick(self) -> LauncherClient:
         """The launcher for the next spawn: the least busy one; a new one if none runs.
@@ -65,31 +74,44 @@ class LauncherPool:
         When every launcher is busy and there is room, another starts in the background;
         this spawn does not wait for it.
         """
+        best = self._least_busy()
+        if best is not None:
+            return best
+        # None runs: the first is needed (a pool started on demand), or the last one died
+        # (its jobs are already LOST). One spawn starts one; others wait for it.
+        with self._starting:
+            best = self._least_busy()
+            if best is not None:
+                return best
+            if self._started:
+                log.warning("starting a new launcher")
+            client = self._new()
+            with self._lock:
+                if self._closed:
+                    client.shutdown()
+                    raise LauncherDied("the engine is shutting down")
+                self._clients.append(client)
+                self._started = True
+            return client
+
+    def _least_busy(self) -> LauncherClient | None:
         with self._lock:
             if self._closed:
                 raise LauncherDied("the engine is shutting down")
             self._clients = [c for c in self._clients if c.alive]
             live = self._clients
-            if live:
-                best = min(live, key=lambda c: c.in_flight)
-                if best.in_flight and len(live) < self.size and self._growing is None:
-                    self._growing = threading.Thread(
-                        target=self._grow, name="worker-launcher-start", daemon=True
-                    )
-                    self._growing.start()
-                return best
-        # None runs (the last one died: its jobs are already LOST). Start one now.
-        log.warning("starting a new launcher")
-        client = self._new()
-        with self._lock:
-            if self._closed:
-                client.shutdown()
-                raise LauncherDied("the engine is shutting down")
-            self._clients.append(client)
-        return client
+            if not live:
+                return None
+            best = min(live, key=lambda c: c.in_flight)
+            if best.in_flight and len(live) < self.size and self._growing is None:
+                self._growing = threading.Thread(
+                    target=self._grow, name="worker-launcher-start", daemon=True
+                )
+                self._growing.start()
+            return best
 
     def _new(self) -> LauncherClient:
-        return LauncherClient(self._on_exit, self._on_death, self._timeout)
+        return LauncherClient(self._on_exit, self._on_death, self._timeout, self.restricted)
 
     def _grow(self) -> None:
         try:

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ForkPath, kill_if_alive, running_engine, wait_dead, wait_until
+from helpers import ForkPath, kill_if_alive, proc_stat, running_engine, wait_dead, wait_until
 
-from worker_core import EndReason, Engine, Job, JobSpec, JobState, hookimpl
+from worker_core import EndReason, Engine, Job, JobSpec, JobState, Principal, hookimpl
 from worker_core.plugin import SpawnPlan
 
 V2_ROOT = Path("/sys/fs/cgroup/unified")
@@ -283,6 +283,24 @@ def test_a_spawn_from_inside_a_v1_cgroup_leaves_the_launcher_where_it_was(
             assert os.readlink(f"/proc/{job.pid}/cwd") == "/tmp"
             for pid, text in before.items():
                 assert Path(f"/proc/{pid}/cgroup").read_text() == text
+                assert os.readlink(f"/proc/{pid}/cwd") == "/"
+        finally:
+            engine.stop(job.id, grace=0)
+
+
+def test_an_unprivileged_job_is_born_inside_its_v1_cgroup(pids_cgroup: Path) -> None:
+    # runas gives the job an identity: a restricted launcher joins the cgroup, the child gets
+    # its uid from subprocess's fork in C, and the launcher goes back.
+    (pids_cgroup / "pids.max").write_text("8")
+    with running_engine([IntoCgroup(pids_cgroup), "runas"]) as engine:
+        job = engine.submit(JobSpec("/bin/sleep", args=["30"], cwd="/tmp"), Principal("alice"))
+        try:
+            assert _pids(pids_cgroup / "cgroup.procs") == [job.pid]
+            assert "Uid:\t65534\t65534\t65534\t65534" in Path(f"/proc/{job.pid}/status").read_text()
+            assert os.readlink(f"/proc/{job.pid}/cwd") == "/tmp"
+            launchers = {c.pid for c in engine._restricted_launchers.clients}
+            assert proc_stat(job.pid).ppid in launchers
+            for pid in launchers:
                 assert os.readlink(f"/proc/{pid}/cwd") == "/"
         finally:
             engine.stop(job.id, grace=0)
