@@ -830,6 +830,10 @@ class Engine:
             entry.launcher = launcher
             entry.spawned = True
         self._fire_events(entry)
+        if not launcher.alive:
+            # It died after answering, and its death may have been handled before this job
+            # was among its own: lost like the others.
+            self._lose_with(entry, launcher, "the launcher died as the job started")
         if previous is not JobState.PENDING:
             self._deliver_stop(entry, self._settings.stop_grace, force=False)
         if job.spec.timeout is not None:
@@ -894,21 +898,27 @@ class Engine:
         """Reader thread: a launcher is gone; its jobs are killed and marked lost."""
         log.error("%s; killing and marking its running jobs as lost", reason)
         for entry in list(self._jobs.values()):
-            with entry.notifier:
-                if (
-                    entry.launcher is not launcher
-                    or not entry.spawned
-                    or entry.exit_report is not None
-                    or entry.start_error
-                    or entry.job.is_finished
-                ):
-                    continue
-                entry.lost = reason
-                # A posix_spawn'd job has no parent-death signal: kill it here, through the
-                # pidfd (closed only by _finalize, so still valid).
-                if entry.pidfd is not None and entry.job.pid is not None:
-                    _kill_orphaned(entry.pidfd, entry.job.pid)
-            self._submit_background(self._after_exit, entry)
+            self._lose_with(entry, launcher, reason)
+
+    def _lose_with(self, entry: TrackedJob, launcher: LauncherClient, reason: str) -> None:
+        """Kill and mark lost a job that ``launcher`` started and had not yet seen end; once
+        only, whichever of the launcher's death and the job's spawn gets here first."""
+        with entry.notifier:
+            if (
+                entry.launcher is not launcher
+                or not entry.spawned
+                or entry.exit_report is not None
+                or entry.start_error
+                or entry.lost is not None
+                or entry.job.is_finished
+            ):
+                return
+            entry.lost = reason
+            # A posix_spawn'd job has no parent-death signal: kill it here, through the
+            # pidfd (closed only by _finalize, so still valid).
+            if entry.pidfd is not None and entry.job.pid is not None:
+                _kill_orphaned(entry.pidfd, entry.job.pid)
+        self._submit_background(self._after_exit, entry)
 
     def _on_output_closed(self, job_id: str) -> None:
         entry = self._jobs.get(job_id)

@@ -186,6 +186,34 @@ def test_launcher_death_with_a_spawn_in_flight_loses_only_its_own_jobs(fifo: Pat
         assert engine._jobs.get(job.id) is None or engine._jobs[job.id].launcher is second
 
 
+def test_a_launcher_that_dies_right_after_answering_a_spawn_loses_that_job(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The launcher answers the spawn and dies; the engine handles its death (the job is not
+    # yet among its running ones) before the submitting thread has recorded the job as
+    # started. The job must still end LOST and be killed, not stay RUNNING for ever.
+    with running_engine(launchers=1) as engine:
+        client = engine._launchers.clients[0]
+        answered = client.spawn
+
+        def spawn_then_die(*args: Any) -> tuple[int, int]:
+            pid, pidfd = answered(*args)
+            os.kill(client.pid, signal.SIGKILL)
+            assert wait_until(lambda: not client.alive, 30)  # its death handled first
+            return pid, pidfd
+
+        monkeypatch.setattr(client, "spawn", spawn_then_die)
+        job = engine.submit(JobSpec("/bin/sleep", args=["300"]))
+        monkeypatch.undo()
+        ended = engine.wait(job.id, 60)
+        assert ended.end_reason is EndReason.LOST, ended
+        assert "launcher" in (ended.message or "")
+        assert job.pid is not None and wait_dead(job.pid, 30), "a LOST job is still running"
+        # The next job starts on a new launcher.
+        after = engine.submit(JobSpec("/bin/true"))
+        assert engine.wait(after.id, 30).end_reason is EndReason.EXITED
+
+
 def test_a_child_stuck_in_setup_is_killed_when_the_engine_shuts_down(fifo: Path) -> None:
     with running_engine([HoldSetup(fifo)], launchers=1) as engine:
         launcher = engine._launchers.clients[0]
