@@ -145,11 +145,32 @@ def _holds(until: Callable[[], bool]) -> bool:
 
 
 async def wait_future(future: asyncio.Future[None], timeout: float | None) -> bool:
-    """Await ``future`` for at most ``timeout`` seconds; True if it completed."""
+    """Await ``future`` for at most ``timeout`` seconds; True if it completed.
+
+    One timer on the loop rather than ``asyncio.wait_for`` (which adds a future, a callback
+    and a cancellation of its own to each wait): at the deadline the future is cancelled,
+    and that alone is taken for a timeout; a cancellation of the waiting task propagates.
+    """
     import asyncio
 
-    try:
-        await asyncio.wait_for(future, timeout)
+    if timeout is None:
+        await future
         return True
-    except TimeoutError:
-        return False
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        if not future.done():
+            expired = True
+            future.cancel()
+
+    timer = asyncio.get_running_loop().call_later(timeout, expire)
+    try:
+        await future
+        return True
+    except asyncio.CancelledError:
+        if expired:
+            return False
+        raise
+    finally:
+        timer.cancel()

@@ -10,7 +10,7 @@ import pytest
 from helpers import running_engine
 
 from worker_core import EndReason, InvalidSpec, JobSpec, JobState
-from worker_core._notify import Notifier
+from worker_core._notify import Notifier, wait_future
 
 
 def test_a_submit_that_waits_answers_with_the_ended_job() -> None:
@@ -82,5 +82,22 @@ def test_a_condition_that_raises_wakes_the_waiter_to_look_for_itself() -> None:
             notifier.add_waiter(loop, woken, until=broken)
             notifier.notify_all()
         await asyncio.wait_for(woken, 10)
+
+    asyncio.run(main())
+
+
+def test_wait_future_tells_a_timeout_from_a_completion_and_passes_a_cancellation_on() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        never: asyncio.Future[None] = loop.create_future()
+        assert await wait_future(never, 0.05) is False
+        soon: asyncio.Future[None] = loop.create_future()
+        loop.call_soon(soon.set_result, None)
+        assert await wait_future(soon, 30) is True
+        waiting = asyncio.ensure_future(wait_future(loop.create_future(), 30))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
 
     asyncio.run(main())
