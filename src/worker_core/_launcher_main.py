@@ -693,9 +693,10 @@ class Launcher:
                     self._setup_progress(key.data)
                 elif not self._serve_one():
                     return
-            self._expire_setups()
-            # A SIGCHLD may have arrived while handling a message; reaping is cheap.
-            self.reap()
+            if self.starting:
+                self._expire_setups()
+            # No reap here: a SIGCHLD that arrived meanwhile left its byte in the wake-up pipe,
+            # so the next select returns at once and reaps (two waitid calls less per job).
 
     def _serve_one(self) -> bool:
         """Handle one request from the engine; False when the launcher must exit."""
