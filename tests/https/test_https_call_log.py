@@ -215,3 +215,36 @@ def test_without_verbose_there_are_no_call_lines(tmp_path: Path) -> None:
         assert server.submit("alice", shell("true"), waitSeconds=20)["exitCode"] == 0
         assert server.curl("alice", "/v1/me").status == 200
     assert "worker.calls" not in server.stderr  # read once the server has ended
+
+
+def _denials(server: HttpsServer) -> list[Record]:
+    records = []
+    for line in list(server.launched.stderr_lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("logger") == "worker.authz":
+            records.append(record)
+    return records
+
+
+def test_a_denied_call_has_its_worker_authz_line_as_over_grpc(json_server: HttpsServer) -> None:
+    server = json_server
+    job_id = server.submit("alice", shell("sleep 30"))["id"]
+    try:
+        assert server.call("viewer", "POST", "/v1/jobs", {"spec": shell("true")}).status == 403
+        assert server.call("viewer", "POST", f"/v1/jobs/{job_id}/stop").status == 403
+        wait_for(lambda: len(_denials(server)) >= 2, timeout=20, what="the two denial lines")
+        submit, stop = [r for r in _denials(server) if r["principal"] == "viewer"][-2:]
+        assert (submit["level"], submit["action"], submit["method"]) == (
+            "WARNING",
+            "submit",
+            "Submit",
+        )
+        assert submit["job"] is None and submit["transport"] == "https"
+        assert "may not submit" in submit["reason"]
+        assert (stop["action"], stop["method"], stop["job"]) == ("stop", "Stop", job_id)
+        assert "transport=https" in stop["message"]
+    finally:
+        assert server.call("alice", "POST", f"/v1/jobs/{job_id}/stop").status == 200

@@ -5,11 +5,8 @@
   the request named), the status code's name, and the duration in milliseconds (a
   stream's whole life). Shown with ``worker -v``; fields ``principal``, ``method``, ``job``,
   ``code``, ``duration_ms`` in JSON lines.
-- ``worker.authz``, WARNING, each authorization denial: the engine refused the caller the
-  action (PERMISSION_DENIED). Fields ``principal``, ``action``, ``method``, ``job``,
-  ``reason``. A job the caller may not read is answered NOT_FOUND, so ids cannot be probed;
-  that is the call line's code, not a denial line (the engine cannot tell the transport
-  which of "absent" and "hidden" it was, and the log must not either, for the same reason).
+- ``worker.authz``, WARNING, each authorization denial (:mod:`worker_plugins.denials`, the
+  same line from every transport).
 - ``worker_rpc_duration_seconds{method,code}`` of the ``metrics`` plugin, through
   :func:`worker_plugins.metrics.record_rpc`, which does nothing unless the plugin runs.
 
@@ -33,9 +30,9 @@ from typing import Any
 import grpc
 
 from worker_core.plugin import PermissionDenied
+from worker_plugins.denials import log_denial, loggable
 
 calls_log = logging.getLogger("worker.calls")
-denials_log = logging.getLogger("worker.authz")
 
 
 def _no_metrics(method: str, code: str, seconds: float) -> None:
@@ -47,36 +44,6 @@ try:  # the metrics plugin is optional: without it, the guard only logs
     from worker_plugins.metrics import record_rpc
 except ImportError:
     record_rpc = _no_metrics
-
-#: The action the engine authorizes for each method, for the denial line.
-ACTIONS = {
-    "Submit": "submit",
-    "Release": "submit",  # one's own held job
-    "Stop": "stop",
-    "Signal": "stop",
-    "Pause": "stop",
-    "Resume": "stop",
-    "Get": "read",
-    "List": "read",
-    "Tail": "read",
-    "Watch": "read",
-    "Purge": "purge",
-}
-
-#: A job id from a request is client input: in a log line it is cut to this many characters.
-MAX_LOGGED_CHARS = 128
-
-
-def loggable(text: str) -> str:
-    """``text`` as one line of printable ASCII (others escaped), cut to a bounded length.
-
-    A request field must not be able to write a line of its own into a text log.
-    """
-    if not (text.isascii() and text.isprintable()):
-        text = ascii(text)[1:-1]
-    if len(text) > MAX_LOGGED_CHARS:
-        text = text[: MAX_LOGGED_CHARS - 3] + "..."
-    return text
 
 
 def _answer_job_id(response: Any) -> str | None:
@@ -115,25 +82,8 @@ class CallLog:
 
     def failed(self, exc: Exception) -> None:
         """The handler raised ``exc``: a denial is logged (the call line follows at the end)."""
-        if not isinstance(exc, PermissionDenied):
-            return
-        action = ACTIONS.get(self.method, self.method.lower())
-        on_job = f" job={self.job}" if self.job else ""
-        denials_log.warning(
-            "denied principal=%s action=%s method=%s%s: %s",
-            loggable(self.principal or "-"),
-            action,
-            self.method,
-            on_job,
-            exc,
-            extra={
-                "principal": self.principal,
-                "action": action,
-                "method": self.method,
-                "job": self.job,
-                "reason": str(exc),
-            },
-        )
+        if isinstance(exc, PermissionDenied):
+            log_denial(self.principal, self.method, self.job, exc)
 
     def finish(self, code: grpc.StatusCode) -> None:
         """The call ended with ``code``: count it, and log it at INFO."""

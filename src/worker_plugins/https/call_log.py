@@ -24,23 +24,12 @@ from __future__ import annotations
 
 import logging
 
+from worker_plugins.denials import loggable
+
 calls_log = logging.getLogger("worker.calls")
 
 #: Where an answer (on the response) or a stream (on the request) notes the job's full id.
 JOB_KEY = "worker.job"
-
-#: A job id from a path is client input: in a log line it is cut to this many characters.
-MAX_LOGGED_CHARS = 128
-
-
-def loggable(text: str) -> str:
-    """``text`` as one line of printable ASCII (others escaped), cut to a bounded length:
-    a path segment must not be able to write a line of its own into a text log."""
-    if not (text.isascii() and text.isprintable()):
-        text = ascii(text)[1:-1]
-    if len(text) > MAX_LOGGED_CHARS:
-        text = text[: MAX_LOGGED_CHARS - 3] + "..."
-    return text
 
 
 def enabled() -> bool:

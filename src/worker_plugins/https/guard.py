@@ -32,7 +32,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from worker_core.plugin import PermissionDenied
 from worker_plugins.certs.client_identity import Unauthenticated
+from worker_plugins.denials import log_denial, loggable
 from worker_plugins.metrics.rpc import record_rpc
 
 from . import call_log
@@ -132,6 +134,8 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     except asyncio.CancelledError:
         raise
     except Exception as exc:
+        if isinstance(exc, PermissionDenied):
+            _log_denial(request, exc)
         response = domain_error(exc)
         if response is None:
             log.error("unexpected error in %s %s", request.method, request.path, exc_info=exc)
@@ -148,6 +152,19 @@ def _operation(request: web.Request) -> str | None:
     return server(request).operations.get((request.method, resource.canonical))
 
 
+def _log_denial(request: web.Request, exc: PermissionDenied) -> None:
+    """The ``worker.authz`` line, as gRPC writes it (with ``transport=https``)."""
+    principal = request.get(PRINCIPAL)
+    named = request.match_info.get("job_id")
+    log_denial(
+        principal.name if principal is not None else None,
+        _operation(request) or f"{request.method} {request.path}",
+        loggable(named) if named else None,
+        exc,
+        transport="https",
+    )
+
+
 def _log_call(
     request: web.Request,
     response: web.StreamResponse | None,
@@ -161,7 +178,7 @@ def _log_call(
     job = job or request.get(call_log.JOB_KEY)
     if not job:
         named = request.match_info.get("job_id")
-        job = call_log.loggable(named) if named else None
+        job = loggable(named) if named else None
     resource = request.match_info.route.resource
     call_log.log_call(
         operation,
