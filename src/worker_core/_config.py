@@ -89,6 +89,7 @@ class EngineSettings:
     launcher_timeout: float = attrs.field(default=10.0, validator=_non_negative)
     #: Launcher processes at most (each forks jobs; more spawn in parallel on more cores).
     #: One starts with the engine, the others when spawns overlap. 0: one per CPU, up to 8.
+    #: Jobs that may hold no capability (runas) have as many again, started at the first.
     launchers: int = attrs.field(default=0, validator=_non_negative)
     #: Finished jobs kept (records and output); past it the oldest are removed. 0: no limit.
     max_finished_jobs: int = attrs.field(default=10_000, validator=_non_negative)
