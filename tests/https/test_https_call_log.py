@@ -42,16 +42,21 @@ def text_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpsServe
         yield running
 
 
-def _calls(server: HttpsServer) -> list[Record]:
+def _records(server: HttpsServer, logger: str) -> list[Record]:
+    """The JSON log records of ``logger`` on the server's stderr so far."""
     records = []
     for line in list(server.launched.stderr_lines):
         try:
             record = json.loads(line)
         except ValueError:
             continue
-        if isinstance(record, dict) and record.get("logger") == "worker.calls":
+        if isinstance(record, dict) and record.get("logger") == logger:
             records.append(record)
     return records
+
+
+def _calls(server: HttpsServer) -> list[Record]:
+    return _records(server, "worker.calls")
 
 
 def _wait_call(server: HttpsServer, match: Callable[[Record], bool], what: str) -> Record:
@@ -218,15 +223,7 @@ def test_without_verbose_there_are_no_call_lines(tmp_path: Path) -> None:
 
 
 def _denials(server: HttpsServer) -> list[Record]:
-    records = []
-    for line in list(server.launched.stderr_lines):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and record.get("logger") == "worker.authz":
-            records.append(record)
-    return records
+    return _records(server, "worker.authz")
 
 
 def test_a_denied_call_has_its_worker_authz_line_as_over_grpc(json_server: HttpsServer) -> None:
