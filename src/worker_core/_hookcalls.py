@@ -101,6 +101,7 @@ class WorkerPluginManager(pluggy.PluginManager):
         self._originals: dict[pluggy.HookImpl, Function] = {}
         self._tracing = False
         self._local = threading.local()
+        self._monitors = 0  # add_hookcall_monitoring calls not undone yet
 
     @property
     def tracing(self) -> bool:
@@ -116,6 +117,31 @@ class WorkerPluginManager(pluggy.PluginManager):
         removed = super().unregister(plugin, name)
         self._originals = {i: f for i, f in self._originals.items() if i.plugin is not removed}
         return removed
+
+    def add_hookcall_monitoring(
+        self,
+        before: Callable[[str, list[pluggy.HookImpl], dict[str, Any]], None],
+        after: Callable[[Any, str, list[pluggy.HookImpl], dict[str, Any]], None],
+    ) -> Callable[[], None]:
+        undo = super().add_hookcall_monitoring(before, after)  # type: ignore[arg-type]
+        self._monitors += 1
+        undone = False
+
+        def undo_monitoring() -> None:
+            nonlocal undone
+            undo()
+            if not undone:
+                undone = True
+                self._monitors -= 1
+
+        return undo_monitoring
+
+    def idle(self, hook_name: str) -> bool:
+        """Whether a call of ``hook_name`` now would do nothing anyone could see: it has no
+        implementation, and no call monitoring is on (``add_hookcall_monitoring``,
+        ``enable_tracing``, :class:`worker_core.testing.HookRecorder`), which sees every
+        call, answered or not. The engine skips such calls: most run for every job."""
+        return not self._monitors and not getattr(self.hook, hook_name).get_hookimpls()
 
     def enable_plugin_trace(self) -> None:
         """Log every implementation's call from now on (``WORKER_TRACE_PLUGINS``)."""

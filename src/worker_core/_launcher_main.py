@@ -18,8 +18,9 @@ child: a forked child's setup (joining cgroups, making namespaces) runs while th
 serves the next request, and the spawn is answered when the child's error pipe says how
 setup ended. The engine runs several launchers, so spawns proceed on every core; started
 with ``restricted`` after the descriptor, a launcher starts only jobs that may hold no
-capability and gain none, and has applied that to itself (see :func:`restricted_plan`). When the engine's end of
-the socket closes (the engine died), it kills every job and exits: nothing is orphaned.
+capability and gain none, and has applied that to itself (see :func:`restricted_plan`).
+When the engine's end of the socket closes (the engine died), it kills every job and exits:
+nothing is orphaned.
 """
 
 from __future__ import annotations

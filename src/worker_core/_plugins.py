@@ -364,15 +364,20 @@ class Hooks:
 
     def validate_spec(self, spec: JobSpec) -> set[str]:
         claimed: set[str] = set()
+        if self._pm.idle("validate_spec"):
+            return claimed
         for fields in self._pm.hook.validate_spec(spec=spec):
             if fields:
                 claimed.update(fields)
         return claimed
 
     def pre_spawn(self, job: Job, plan: SpawnPlan) -> None:
-        self._pm.hook.pre_spawn(job=job, plan=plan)
+        if not self._pm.idle("pre_spawn"):
+            self._pm.hook.pre_spawn(job=job, plan=plan)
 
     def signal_job(self, job: Job, signum: int) -> bool:
+        if self._pm.idle("signal_job"):
+            return False
         return bool(self._pm.hook.signal_job(job=job, signum=signum))
 
     def freeze_job(self, job: Job, frozen: bool) -> bool:
@@ -385,6 +390,8 @@ class Hooks:
     def admit(self, job: Job) -> str | None:
         """The first reason a plugin gives to keep ``job`` queued, or None. Each
         implementation runs in isolation: one that raises is logged and counts as no answer."""
+        if self._pm.idle("admit"):
+            return None
         reasons, failures = self._pm.call_isolated("admit", job=job)
         for failure in failures:
             log.error("job %s: %s", job.id, failure, exc_info=failure.error)
@@ -395,9 +402,13 @@ class Hooks:
 
     def post_exit(self, job: Job, result: ExitResult) -> list[HookFailed]:
         """Every ``post_exit``, each in isolation: one failing must not skip the others' cleanup."""
+        if self._pm.idle("post_exit"):
+            return []
         return self._pm.call_isolated("post_exit", job=job, result=result)[1]
 
     def on_state_change(self, job: Job, previous: JobState | None) -> list[HookFailed]:
+        if self._pm.idle("on_state_change"):
+            return []
         return self._pm.call_isolated("on_state_change", job=job, previous=previous)[1]
 
     def authorize(self, principal: Principal, action: Action, job: Job | None) -> bool:
@@ -409,6 +420,8 @@ class Hooks:
         return True
 
     def on_output(self, job: Job, chunk: Chunk) -> list[HookFailed]:
+        if self._pm.idle("on_output"):
+            return []
         return self._pm.call_isolated("on_output", job=job, chunk=chunk)[1]
 
     def output_store(self, engine: Engine) -> OutputStore | None:

@@ -295,6 +295,35 @@ def test_hookcall_monitoring_sees_the_observer_hooks_with_their_plugins() -> Non
         assert (hook, (f"watcher-{hook}",)) in calls, f"monitoring never saw {hook}"
 
 
+def test_a_hook_without_implementations_is_skipped_unless_calls_are_monitored() -> None:
+    # Skipped: the engine calls several per job; but monitoring sees every call, empty or not.
+    calls: list[str] = []
+
+    def before(name: str, impls: list[pluggy.HookImpl], kwargs: dict[str, Any]) -> None:
+        calls.append(name)
+
+    def after(outcome: Any, name: str, impls: Any, kwargs: Any) -> None:
+        pass
+
+    with running_engine() as engine:
+        pm = engine.plugin_manager
+        assert pm.idle("pre_spawn") and pm.idle("on_state_change")
+        run_job(engine, ECHO)
+        undo = pm.add_hookcall_monitoring(before, after)
+        assert not pm.idle("pre_spawn")
+        try:
+            run_job(engine, ECHO)
+        finally:
+            undo()
+            undo()  # a second undo changes nothing
+        assert pm.idle("pre_spawn")
+        watcher = observer("on_state_change", "watcher", Seen())
+        pm.register(watcher)
+        assert not pm.idle("on_state_change") and pm.idle("pre_spawn")
+    for hook in ("validate_spec", "pre_spawn", "on_state_change", "post_exit"):
+        assert hook in calls, f"monitoring did not see {hook}"
+
+
 def test_isolated_calls_nested_on_one_thread_keep_their_own_failures() -> None:
     pm = make_plugin_manager()
     inner_failures: list[list[HookFailed]] = []
