@@ -875,11 +875,14 @@ class Launcher:
 
     def _chdir_as(self, plan: dict[str, Any]) -> None:
         """chdir to the plan's directory with the job's uid, gid and groups as the effective
-        ones. The real and saved uid stay root's throughout, so no process of the job's user
-        may signal the launcher meanwhile, and the switch back always succeeds."""
+        ones. The real and saved uid stay the launcher's throughout, so no process of the
+        job's user may signal the launcher meanwhile, and the switch back always succeeds.
+        Raises OSError if the switch or the chdir fails (the caller then takes the fork
+        path, whose child reports it)."""
         uid, gid = plan["uid"], plan["gid"]
+        euid, egid = os.geteuid(), os.getegid()
+        os.setgroups(plan["groups"] or [])  # an unprivileged launcher fails here: nothing changed
         try:
-            os.setgroups(plan["groups"] or [])
             if gid is not None:
                 os.setegid(gid)
             if uid is not None:
@@ -887,8 +890,8 @@ class Launcher:
             os.chdir(plan["cwd"])
         finally:
             try:
-                os.seteuid(0)
-                os.setegid(0)
+                os.seteuid(euid)
+                os.setegid(egid)
                 os.setgroups(self._groups)
             except OSError as exc:
                 # Never spawn another job with a job's identity left behind: stop; the engine
