@@ -241,6 +241,22 @@ def test_shutdown_removes_the_pool_and_the_parent(parent: str) -> None:
     assert not any((mount / parent).exists() for mount in hierarchy_names(backend))
 
 
+def test_a_ready_cgroup_made_after_shutdown_does_not_bring_the_parent_back(
+    parent: str,
+) -> None:
+    # The housekeeping thread can still be making a ready cgroup when a loaded engine's
+    # shutdown gives up waiting for it and removes the parents: that cgroup must fail, not
+    # make the parent again (an empty subtree nobody would ever remove).
+    with Engine(plugins=["cgroups"], config=config(parent, pool_size=1)) as engine:
+        backend = v1_backend(engine)
+        ready_pool(engine)
+    parents = backend.parent_dirs()
+    assert not any(path.exists() for path in parents)
+    with pytest.raises(CgroupError):
+        backend.make_pool_entry(new_pool_name())
+    assert not any(path.exists() for path in parents), "the parent was made again"
+
+
 def test_the_backend_tells_pool_entries_from_jobs(parent: str) -> None:
     backend = V1Backend(v1_mounts(), parent, default_pids_max=512, hierarchies="needed")
     held: Held | None = None

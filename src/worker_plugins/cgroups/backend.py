@@ -84,6 +84,7 @@ class Backend(abc.ABC):
         self.freeze_timeout = freeze_timeout
         self.remove_timeout = REMOVE_TIMEOUT
         self._caps: Capabilities | None = None
+        self._parents_removed = False  # by remove_parents, until prepare makes them again
         self._created: set[Path] = set()
         self._lock = threading.Lock()
 
@@ -160,6 +161,7 @@ class Backend(abc.ABC):
             if self._caps is None or not all(p.is_dir() for p in self.parent_dirs()):
                 self._caps, created = self._setup_parents()
                 self._created |= created
+            self._parents_removed = False
             return self._caps
 
     def capabilities(self) -> Capabilities:
@@ -202,12 +204,20 @@ class Backend(abc.ABC):
 
     def make_pool_entry(self, name: str) -> None:
         """Make the pool entry ``name`` in every pool hierarchy, its default writes done;
-        raises :class:`~.fs.CgroupError` (and leaves nothing) if that fails."""
+        raises :class:`~.fs.CgroupError` (and leaves nothing) if that fails.
+
+        Only while the parents are set up: after :meth:`remove_parents` (a shutdown that did
+        not wait for the housekeeping thread) it fails rather than make them again.
+        """
+        if self._parents_removed:
+            raise fs.CgroupError("the parent cgroups are removed (shutting down)")
         self.capabilities()
         made: list[Path] = []
         try:
             for top in self.pool_dirs():
-                self._mkdir(top / name)
+                # Never the parent again: one gone means the engine is shutting down (its
+                # parents removed); a ready cgroup must not bring them back, left for ever.
+                self._mkdir(top / name, remake_parent=False)
                 made.append(top / name)
             for write in self._pool_writes():
                 self._apply(name, write)
@@ -228,12 +238,15 @@ class Backend(abc.ABC):
             return self.remove(name, timeout=1.0)
         return True
 
-    def _mkdir(self, path: Path) -> None:
-        """Make one cgroup under the parent, making the parent again if it vanished."""
+    def _mkdir(self, path: Path, remake_parent: bool = True) -> None:
+        """Make one cgroup under the parent, making the parent again if it vanished (and
+        ``remake_parent``)."""
         try:
             try:
                 path.mkdir()
             except FileNotFoundError:
+                if not remake_parent:
+                    raise
                 self.prepare()  # someone removed the parent: set it up again, once
                 path.mkdir()
         except OSError as exc:
@@ -417,6 +430,7 @@ class Backend(abc.ABC):
                     continue
                 self._created.discard(path)
             self._caps = None
+            self._parents_removed = True
 
 
 def _signal_all(pids: Iterable[int], signum: int) -> None:

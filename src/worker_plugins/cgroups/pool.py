@@ -67,7 +67,8 @@ class CgroupPool:
                 with self._lock:
                     self._making.discard(name)
                     first, self._failing = not self._failing, True
-                if first:
+                    closed = self._closed
+                if first and not closed:  # closed meanwhile: its parent is gone, as meant
                     log.warning("cannot make a ready cgroup (jobs make their own): %s", exc)
                 return made
             with self._lock:
