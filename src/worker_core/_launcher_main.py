@@ -934,8 +934,10 @@ class Launcher:
                 return 0, {"stage": "exec", "errno": exc.errno or 0, "error": detail}
             stage = "credentials" if exc.errno != errno.EAGAIN else "fork"
             return 0, {"stage": stage, "errno": exc.errno or 0, "error": str(exc.strerror or exc)}
-        except subprocess.SubprocessError as exc:
-            return 0, {"stage": "setup", "errno": 0, "error": str(exc)}
+        except (subprocess.SubprocessError, ValueError, TypeError) as exc:
+            # Not a system call's refusal (a NUL in an argument): the job fails, the launcher
+            # goes on.
+            return 0, {"stage": "setup", "errno": 0, "error": f"{type(exc).__name__}: {exc}"}
         # Reaped by this launcher's own loop, like every job: marked done so that Popen never
         # waits for it (subprocess reaps the unfinished Popens it still knows of on each new
         # one, and would take the job's exit, or a later job's reused PID, from us).
