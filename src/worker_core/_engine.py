@@ -200,7 +200,9 @@ class Engine:
             try:
                 self._open_stores()
             except BaseException:
-                self._close_stores()
+                # As any failed start: the plugins release what they set up at construction
+                # (the cgroups plugin's subtree and its lock), not only the stores.
+                self.close()
                 raise
             self._exit_is_cheap = not (
                 self._pm.hook.signal_job.get_hookimpls() or self._pm.hook.post_exit.get_hookimpls()

@@ -5,6 +5,7 @@ cluster in tests/slurm/.)"""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import threading
@@ -176,5 +177,11 @@ def test_after_a_restart_a_job_the_executor_still_knows_is_followed_again(tmp_pa
 
 @pytest.mark.parametrize("name", ["netns", "pidns", "mntns", "runas", "cgroups"])
 def test_each_built_in_plugin_that_confines_local_processes_says_so(name: str) -> None:
+    def subtrees() -> set[Path]:  # what an engine of this process made under worker/
+        return set(Path("/sys/fs/cgroup").glob(f"*/worker/run-{os.getpid()}-*"))
+
+    before = subtrees()
     with pytest.raises(PluginError, match=f"plugin '{name}' acts on this host's processes"):
         Engine([ThreadExecutor(), name]).start()
+    # The failed start released what the plugins set up when the engine was made.
+    assert subtrees() <= before
