@@ -155,8 +155,10 @@ class WorkerPluginManager(pluggy.PluginManager):
     def call_isolated(self, hook_name: str, **kwargs: Any) -> tuple[list[Any], list[HookFailed]]:
         """Call ``hook_name`` (one of :data:`ISOLATED_HOOKS`) once: the results (pluggy's list
         of non-None answers), and what each raising implementation or wrapper raised, in call
-        order. Never raises an ``Exception``."""
+        order. Never raises an ``Exception``. Not called at all when :meth:`idle`."""
         assert hook_name in ISOLATED_HOOKS, hook_name
+        if self.idle(hook_name):
+            return [], []
         sinks: list[list[HookFailed]] = self._local.__dict__.setdefault("sinks", [])
         failures: list[HookFailed] = []
         results: list[Any] = []

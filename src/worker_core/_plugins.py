@@ -390,8 +390,6 @@ class Hooks:
     def admit(self, job: Job) -> str | None:
         """The first reason a plugin gives to keep ``job`` queued, or None. Each
         implementation runs in isolation: one that raises is logged and counts as no answer."""
-        if self._pm.idle("admit"):
-            return None
         reasons, failures = self._pm.call_isolated("admit", job=job)
         for failure in failures:
             log.error("job %s: %s", job.id, failure, exc_info=failure.error)
@@ -402,13 +400,9 @@ class Hooks:
 
     def post_exit(self, job: Job, result: ExitResult) -> list[HookFailed]:
         """Every ``post_exit``, each in isolation: one failing must not skip the others' cleanup."""
-        if self._pm.idle("post_exit"):
-            return []
         return self._pm.call_isolated("post_exit", job=job, result=result)[1]
 
     def on_state_change(self, job: Job, previous: JobState | None) -> list[HookFailed]:
-        if self._pm.idle("on_state_change"):
-            return []
         return self._pm.call_isolated("on_state_change", job=job, previous=previous)[1]
 
     def authorize(self, principal: Principal, action: Action, job: Job | None) -> bool:
@@ -420,8 +414,6 @@ class Hooks:
         return True
 
     def on_output(self, job: Job, chunk: Chunk) -> list[HookFailed]:
-        if self._pm.idle("on_output"):
-            return []
         return self._pm.call_isolated("on_output", job=job, chunk=chunk)[1]
 
     def output_store(self, engine: Engine) -> OutputStore | None:
