@@ -114,10 +114,8 @@ class AsyncEngine:
                 return
             with entry.notifier:
                 outcome.append(entry)
-                if entry.job.is_finished:
+                if not _wake_at_end(entry, loop, woken):
                     wake()
-                else:
-                    entry.notifier.add_waiter(loop, woken, until=lambda: entry.job.is_finished)
 
         running = self._executor().submit(submit_then_watch)
         if not await wait_future(woken, wait):
@@ -229,12 +227,21 @@ async def _until_finished(entry: TrackedJob, timeout: float | None) -> None:
     """
     if entry.job.is_finished:  # one attribute read: atomic
         return
-    woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    woken: asyncio.Future[None] = loop.create_future()
     with entry.notifier:
-        if entry.job.is_finished:
+        if not _wake_at_end(entry, loop, woken):
             return
-        # Woken once, at the end: not at every change of state before it.
-        entry.notifier.add_waiter(
-            asyncio.get_running_loop(), woken, until=lambda: entry.job.is_finished
-        )
     await wait_future(woken, timeout)
+
+
+def _wake_at_end(
+    entry: TrackedJob, loop: asyncio.AbstractEventLoop, woken: asyncio.Future[None]
+) -> bool:
+    """Have ``woken`` completed, through ``loop``, once the entry's job has ended (not at
+    each change of state before it); False, and nothing registered, if it has already.
+    Call with the entry's notifier held, from any thread."""
+    if entry.job.is_finished:
+        return False
+    entry.notifier.add_waiter(loop, woken, until=lambda: entry.job.is_finished)
+    return True
