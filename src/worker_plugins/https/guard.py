@@ -154,15 +154,24 @@ def _operation(request: web.Request) -> str | None:
 
 def _log_denial(request: web.Request, exc: PermissionDenied) -> None:
     """The ``worker.authz`` line, as gRPC writes it (with ``transport=https``)."""
-    principal = request.get(PRINCIPAL)
-    named = request.match_info.get("job_id")
     log_denial(
-        principal.name if principal is not None else None,
+        _caller_name(request),
         _operation(request) or f"{request.method} {request.path}",
-        loggable(named) if named else None,
+        _named_job(request),
         exc,
         transport="https",
     )
+
+
+def _caller_name(request: web.Request) -> str | None:
+    principal = request.get(PRINCIPAL)
+    return principal.name if principal is not None else None
+
+
+def _named_job(request: web.Request) -> str | None:
+    """The id or prefix the path named, escaped for a log line."""
+    named = request.match_info.get("job_id")
+    return loggable(named) if named else None
 
 
 def _log_call(
@@ -172,17 +181,13 @@ def _log_call(
     code: str,
     seconds: float,
 ) -> None:
-    principal = request.get(PRINCIPAL)
     # The full id an answer or a stream noted, else the id or prefix the path named.
     job = response.get(call_log.JOB_KEY) if response is not None else None
-    job = job or request.get(call_log.JOB_KEY)
-    if not job:
-        named = request.match_info.get("job_id")
-        job = loggable(named) if named else None
+    job = job or request.get(call_log.JOB_KEY) or _named_job(request)
     resource = request.match_info.route.resource
     call_log.log_call(
         operation,
-        principal.name if principal is not None else None,
+        _caller_name(request),
         job,
         code,
         seconds,
