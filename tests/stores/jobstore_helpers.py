@@ -1,10 +1,13 @@
-"""Job records for the job-store tests: real :class:`Job` values, as the engine makes them."""
+"""Job records for the job-store tests: real :class:`Job` values, as the engine makes them;
+and a SQLite job store opened for the length of a ``with``."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -17,6 +20,16 @@ from worker_core.plugin import (
     JobState,
     Principal,
 )
+from worker_plugins.sqlite import SqliteConfig, SqliteJobStore
+
+
+@contextlib.contextmanager
+def opened(path: Path, config: SqliteConfig | None = None) -> Iterator[SqliteJobStore]:
+    store = SqliteJobStore(path, config)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def make_job(

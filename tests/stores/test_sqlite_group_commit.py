@@ -9,38 +9,23 @@ write with nothing half written.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
 from helpers import wait_until
-from jobstore_helpers import ended, make_job, running
+from jobstore_helpers import ended, make_job, opened, running
 
 from worker_core.plugin import Job, JobState, StoreUnavailable, job_from_dict
-from worker_plugins.sqlite import DATABASE_NAME, SqliteConfig, SqliteJobStore
+from worker_plugins.sqlite import SqliteConfig, SqliteJobStore
 from worker_plugins.sqlite import store as sqlite_store
 
 TIMEOUT = 30.0
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / DATABASE_NAME
-
-
-@contextlib.contextmanager
-def opened(path: Path, config: SqliteConfig | None = None) -> Iterator[SqliteJobStore]:
-    store = SqliteJobStore(path, config)
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def in_file(path: Path, job_id: str) -> Job | None:

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import attrs
 import pytest
-from jobstore_helpers import ended, make_job, running
+from jobstore_helpers import ended, make_job, opened, running
 
 from worker_core import JobSpec
 from worker_core.plugin import (
@@ -41,20 +41,6 @@ from worker_plugins.sqlite import (
 )
 
 COMMAND_TIMEOUT = 30
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / DATABASE_NAME
-
-
-@contextlib.contextmanager
-def opened(path: Path, config: SqliteConfig | None = None) -> Iterator[SqliteJobStore]:
-    store = SqliteJobStore(path, config)
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def raw(path: Path) -> sqlite3.Connection:
