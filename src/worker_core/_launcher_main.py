@@ -348,12 +348,21 @@ def _limit_capability_sets(keep: list[int]) -> None:
         mask |= 1 << cap
     _, permitted, _ = _capget()
     mask &= permitted  # a set may only shrink
+    _set_capabilities(mask, mask)
+    _clear_ambient()
+
+
+def _set_capabilities(effective: int, permitted: int) -> None:
+    """Set this process's effective and permitted sets (bit masks); clear the inheritable."""
     header = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
     for i in (0, 1):
-        word = (mask >> (32 * i)) & 0xFFFFFFFF
-        data[i].effective = data[i].permitted = word
+        data[i].effective = (effective >> (32 * i)) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> (32 * i)) & 0xFFFFFFFF
     _check(_libc.capset(ctypes.byref(header), data), "capabilities", "capset")
+
+
+def _clear_ambient() -> None:
     # EINVAL before Linux 4.3, which has no ambient set to clear.
     if _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0:
         err = ctypes.get_errno()
@@ -501,16 +510,8 @@ def _restrict() -> None:
     if _capget()[0] >> CAP_SETPCAP & 1:
         _drop_bounding_set([])
     effective, permitted, _ = _capget()
-    header = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
-    for i in (0, 1):
-        data[i].effective = (effective >> (32 * i)) & 0xFFFFFFFF
-        data[i].permitted = (permitted >> (32 * i)) & 0xFFFFFFFF
-    _check(_libc.capset(ctypes.byref(header), data), "capabilities", "capset")
-    if _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        if err != errno.EINVAL:  # before Linux 4.3: no ambient set
-            raise ChildSetupError("capabilities", err, f"clear ambient: {os.strerror(err)}")
+    _set_capabilities(effective, permitted)
+    _clear_ambient()
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "credentials", "no_new_privs")
 
 
