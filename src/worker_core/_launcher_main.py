@@ -192,6 +192,12 @@ def _needs_fork(plan: dict[str, Any], restricted: bool) -> bool:
     )
 
 
+def _exec_failed(plan: dict[str, Any], exc: OSError) -> dict[str, Any]:
+    """The report of a spawn whose exec of the plan's program failed with ``exc``."""
+    detail = f"{exc.strerror or exc}: {plan['executable']!r}"
+    return {"stage": "exec", "errno": exc.errno or 0, "error": detail}
+
+
 def _new_identity(plan: dict[str, Any]) -> bool:
     return plan["uid"] is not None or plan["gid"] is not None
 
@@ -870,8 +876,7 @@ class Launcher:
                 setsigmask=(),
             )
         except OSError as exc:
-            detail = f"{exc.strerror or exc}: {plan['executable']!r}"
-            return 0, {"stage": "exec", "errno": exc.errno or 0, "error": detail}
+            return 0, _exec_failed(plan, exc)
         return pid, None
 
     def _chdir_as(self, plan: dict[str, Any]) -> None:
@@ -931,8 +936,7 @@ class Launcher:
             )
         except OSError as exc:
             if exc.filename == plan["executable"]:
-                detail = f"{exc.strerror or exc}: {plan['executable']!r}"
-                return 0, {"stage": "exec", "errno": exc.errno or 0, "error": detail}
+                return 0, _exec_failed(plan, exc)
             stage = "credentials" if exc.errno != errno.EAGAIN else "fork"
             return 0, {"stage": stage, "errno": exc.errno or 0, "error": str(exc.strerror or exc)}
         except (subprocess.SubprocessError, ValueError, TypeError) as exc:
