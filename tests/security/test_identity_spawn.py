@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import running_engine
+from helpers import proc_status, running_engine
 
 from worker_core import EndReason, Engine, Job, JobSpec, Principal, Stream
 
@@ -38,7 +38,9 @@ def status_of(text: str) -> dict[str, str]:
 
 
 def process_status(pid: int) -> dict[str, str]:
-    return status_of(Path(f"/proc/{pid}/status").read_text())
+    status = proc_status(pid)
+    assert status is not None, f"process {pid} is gone"
+    return status
 
 
 def run(engine: Engine, script: str, **spec: object) -> Job:
@@ -88,7 +90,7 @@ def test_an_unprivileged_job_holds_nothing_and_its_launcher_is_restricted() -> N
             # Restricted for its children; still root, with its own capabilities, for itself.
             assert launcher["NoNewPrivs"] == "1" and launcher["CapBnd"] == "0" * 16
             assert launcher["CapInh"] == "0" * 16 and launcher["CapEff"] != "0" * 16
-            assert launcher["Uid"] == "0" * 4 and launcher["Gid"] == "0" * 4
+            assert launcher["Uid"].split() == ["0"] * 4 and launcher["Gid"].split() == ["0"] * 4
         for client in engine._launchers.clients:  # the other launchers are not restricted
             assert process_status(client.pid)["NoNewPrivs"] == "0"
 
@@ -110,7 +112,7 @@ def test_a_directory_the_jobs_user_may_not_enter_fails_the_start(closed_dir: Pat
         assert "cwd" in (refused.message or "") and "Permission denied" in (refused.message or "")
         # The launcher entered it as the job's user, and is itself again: root, at /.
         for client in engine._restricted_launchers.clients:
-            assert process_status(client.pid)["Uid"] == "0" * 4
+            assert process_status(client.pid)["Uid"].split() == ["0"] * 4
             assert os.readlink(f"/proc/{client.pid}/cwd") == "/"
         after = run(engine, "id -u; pwd", cwd="/tmp")
         assert after.exit_code == 0
