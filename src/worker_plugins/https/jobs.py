@@ -24,7 +24,7 @@ from worker_plugins.grpc_transport.servicer import (
 )
 
 from .context import caller, read_message, server
-from .messages import respond
+from .messages import respond, respond_job
 from .params import check_known, list_request
 
 
@@ -58,9 +58,7 @@ async def submit(request: web.Request) -> web.Response:
     job = await engine.aio.submit(
         spec, caller(request), idempotency_key=message.idempotency_key or None, wait=wait
     )
-    return respond(
-        pb.SubmitResponse(job=convert.job_to_pb(job)), status=201, Location=f"/v1/jobs/{job.id}"
-    )
+    return respond_job(job, status=201, Location=f"/v1/jobs/{job.id}")
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -79,12 +77,10 @@ async def get_job(request: web.Request) -> web.Response:
     _no_query(request)
     engine, principal = server(request).engine, caller(request)
     job = await engine.aio.get(job_id(request), principal)
-    message = convert.job_to_pb(job)
+    usage = None
     if job.state in ACTIVE_STATES:  # what it uses now, as gRPC's Get answers
         usage = await engine.aio.usage(job.id, principal)
-        if usage:
-            message.usage.update(usage)
-    return respond(pb.GetResponse(job=message))
+    return respond_job(job, usage=usage)
 
 
 async def stop_job(request: web.Request) -> web.Response:
@@ -98,7 +94,7 @@ async def stop_job(request: web.Request) -> web.Response:
     job = await server(request).engine.aio.stop(
         job_id(request), caller(request), grace=grace, force=message.force
     )
-    return respond(pb.StopResponse(job=convert.job_to_pb(job)))
+    return respond_job(job)
 
 
 async def signal_job(request: web.Request) -> web.Response:
@@ -106,7 +102,7 @@ async def signal_job(request: web.Request) -> web.Response:
     _no_query(request)
     message = await read_message(request, pb.SignalRequest)
     job = await server(request).engine.aio.signal(job_id(request), message.signal, caller(request))
-    return respond(pb.SignalResponse(job=convert.job_to_pb(job)))
+    return respond_job(job)
 
 
 async def pause_job(request: web.Request) -> web.Response:
@@ -114,7 +110,7 @@ async def pause_job(request: web.Request) -> web.Response:
     _no_query(request)
     await read_message(request, pb.PauseRequest)
     job = await server(request).engine.aio.pause(job_id(request), caller(request))
-    return respond(pb.PauseResponse(job=convert.job_to_pb(job)))
+    return respond_job(job)
 
 
 async def resume_job(request: web.Request) -> web.Response:
@@ -122,7 +118,7 @@ async def resume_job(request: web.Request) -> web.Response:
     _no_query(request)
     await read_message(request, pb.ResumeRequest)
     job = await server(request).engine.aio.resume(job_id(request), caller(request))
-    return respond(pb.ResumeResponse(job=convert.job_to_pb(job)))
+    return respond_job(job)
 
 
 async def release_job(request: web.Request) -> web.Response:
@@ -130,7 +126,7 @@ async def release_job(request: web.Request) -> web.Response:
     _no_query(request)
     await read_message(request, pb.ReleaseRequest)
     job = await server(request).engine.aio.release(job_id(request), caller(request))
-    return respond(pb.ReleaseResponse(job=convert.job_to_pb(job)))
+    return respond_job(job)
 
 
 async def delete_job(request: web.Request) -> web.Response:

@@ -9,7 +9,8 @@ so a client never has to guess at a missing ``labels`` or ``args``.
 
 The mapping is json_format's; :mod:`.fast_json` computes the same result with the per-type
 work done once (a submit's request and record are most of what json_format costs per call),
-and hands anything it does not cover back to json_format.
+and hands anything it does not cover back to json_format. An answer that carries one job is
+written from the record itself (:mod:`.job_json`), without building its ``pb.Job`` first.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from worker_core.plugin import Job
+
 from .call_log import JOB_KEY
 from .errors import ApiError
 from .fast_json import Unsupported, dict_to_message, message_to_dict
+from .job_json import job_to_dict
 
 M = TypeVar("M", bound=Message)
 
@@ -52,14 +56,27 @@ def to_json(message: Message) -> str:
     return _ENCODER.encode(to_dict(message))
 
 
+def job_json(job: Job) -> str:
+    """``job`` as one line of JSON (a ``Job``: it fits an SSE ``data:`` line)."""
+    return _ENCODER.encode(job_to_dict(job))
+
+
 def respond(message: Message, status: int = 200, **headers: str) -> web.Response:
-    """``message`` as the JSON answer; the job it carries, if any, is noted for the call log."""
-    response = web.Response(
+    """``message`` as the JSON answer."""
+    return web.Response(
         status=status, text=to_json(message), content_type=JSON_TYPE, headers=headers
     )
-    job = getattr(message, "job", None)
-    if job is not None and job.id:
-        response[JOB_KEY] = job.id
+
+
+def respond_job(
+    job: Job, status: int = 200, usage: dict[str, Any] | None = None, **headers: str
+) -> web.Response:
+    """The answer that carries one job (a ``SubmitResponse``, ``GetResponse``, ``StopResponse``
+    and the like: each is ``{"job": ...}``), written from the record (:mod:`.job_json`); the
+    job is noted for the call log."""
+    body = _ENCODER.encode({"job": job_to_dict(job, usage)})
+    response = web.Response(status=status, text=body, content_type=JSON_TYPE, headers=headers)
+    response[JOB_KEY] = job.id
     return response
 
 

@@ -29,7 +29,7 @@ from . import sse
 from .call_log import JOB_KEY
 from .context import ServerState, caller, server
 from .jobs import job_id
-from .messages import to_json
+from .messages import job_json
 from .params import EVENTS_PARAMS, check_known, format_position, output_query
 
 log = logging.getLogger("worker.https")
@@ -182,7 +182,7 @@ async def _output_events(
 def _final(state: ServerState, resolved: str, request: web.Request) -> str:
     """The data of the ``end`` event: the job's record as it ended (a ``Job``)."""
     with contextlib.suppress(JobNotFound):  # purged meanwhile
-        return to_json(convert.job_to_pb(state.engine.get(resolved, caller(request))))
+        return job_json(state.engine.get(resolved, caller(request)))
     return "{}"
 
 
@@ -223,7 +223,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                     break
                 pending = None
                 request[JOB_KEY] = job.id  # the full id, for the call log
-                line = to_json(convert.job_to_pb(job))
+                line = job_json(job)
                 if event_stream:
                     await _write(response, sse.event("job", line), timeout)
                 else:
