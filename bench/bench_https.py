@@ -4,7 +4,10 @@
    the job has ended) from a kept-alive aiohttp client, against a bare aiohttp hello-world
    round trip from the same client, and the in-process engine's submit→exit (the spawn
    time): the target reads ``round trip <= 3 x hello + spawn``. ``GET /v1/me`` (the guard,
-   no engine) and gRPC's ``Submit`` on the same server are shown beside it. The samples are
+   no engine) and gRPC's ``Submit`` on the same server are shown beside it, and the floor
+   of any aiohttp transport over this engine: the bare server's own route that runs the
+   same submit→exit in a thread of its loop's default pool (``run_in_executor``), with the
+   same stores, and answers ``ok``. The samples are
    taken in rotation, a block of each measurement in turn (``--sequential``: each one's
    samples all at once, one after the other), so a change in the machine's load during the
    run (a shared host) weighs on every figure alike rather than on whichever ran then;
@@ -56,15 +59,28 @@ MiB = 1 << 20
 BARE_SERVER = """
 import ssl, sys
 from aiohttp import web
+from worker_core import Config, Engine, JobSpec
 from worker_core.plugin import tune_allocator_for_streaming
 
 # The same allocator setting as worker serve (see bench/README.md): a fair baseline.
 tune_allocator_for_streaming()
 
-ca, cert, key, static = sys.argv[1:5]
+ca, cert, key, static, plugins, state_dir = sys.argv[1:7]
+settings = {"engine": {"state_dir": state_dir}} if state_dir else {}
+engine = Engine([name for name in plugins.split(",") if name], Config.from_mapping(settings))
+engine.start()
 
 async def hello(request):
     return web.Response(text="hello")
+
+def run_true():
+    engine.wait(engine.submit(JobSpec("/bin/true")).id, 10)
+
+async def spawn(request):
+    # The least an aiohttp route over this engine can do: the submit and its wait in a
+    # thread (they block), then a short answer.
+    await asyncio.get_running_loop().run_in_executor(None, run_true)
+    return web.Response(text="ok")
 
 async def static_file(request):
     return web.FileResponse(static)
@@ -90,6 +106,7 @@ context.load_cert_chain(cert, key)
 context.load_verify_locations(cafile=ca)
 app = web.Application()
 app.router.add_get("/hello", hello)
+app.router.add_post("/spawn", spawn)
 app.router.add_get("/file", static_file)
 app.router.add_get("/memory", memory)
 
@@ -101,15 +118,27 @@ async def main():
     print(site._server.sockets[0].getsockname()[1], flush=True)
     await asyncio.Event().wait()
 
-import asyncio
-asyncio.run(main())
+import asyncio, signal
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the engine stops its launchers
+try:
+    asyncio.run(main())
+finally:
+    engine.close()
 """
 
 
 class Bare:
-    """The bare aiohttp server: a hello-world route and one static file, nothing else."""
+    """The bare aiohttp server: a hello-world route, one static file, bytes from memory, and
+    the engine's submit→exit in a thread (an engine with ``plugins``, state in ``state_dir``)."""
 
-    def __init__(self, pki: TestPKI, directory: Path, static: Path) -> None:
+    def __init__(
+        self,
+        pki: TestPKI,
+        directory: Path,
+        static: Path,
+        plugins: list[str] | None = None,
+        state_dir: Path | None = None,
+    ) -> None:
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -119,6 +148,8 @@ class Bare:
                 str(pki.server_cert_path),
                 str(pki.server_key_path),
                 str(static),
+                ",".join(plugins or []),
+                str(state_dir or ""),
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -167,6 +198,10 @@ async def round_trips(
             async with session.get(bare.url("/hello")) as response:
                 assert await response.text() == "hello"
 
+        async def bare_spawn() -> None:
+            async with session.post(bare.url("/spawn")) as response:
+                assert await response.text() == "ok"
+
         async def me() -> None:
             async with session.get(server.url("/v1/me")) as response:
                 assert response.status == 200
@@ -192,6 +227,7 @@ async def round_trips(
 
         measures = {"hello": hello, "me": me, "submit": submit, "grpc": grpc_submit}
         measures["spawn"] = spawn
+        measures["bare_spawn"] = bare_spawn
         if sequential:
             return {name: await amedian(fn, runs, 10) for name, fn in measures.items()}
         return await rotated_medians(measures, runs)
@@ -279,7 +315,8 @@ def measure_round_trips(
             https_serve(folder, https=https, plugins=plugins, policy=None) as server,
             spawn_engine(engine_plugins, state_dir) as engine,
         ):
-            bare = Bare(server.pki, directory, static)
+            bare_state = directory / "bare" if state_dir else None
+            bare = Bare(server.pki, directory, static, engine_plugins, bare_state)
             try:
                 trips[label] = asyncio.run(round_trips(server, bare, engine, runs, sequential))
             finally:
@@ -334,6 +371,10 @@ def print_round_trips(trips: dict[str, dict[str, float]], runs: int, sequential:
             f"({t['submit'] / budget:.2f} of it)"
         )
         print(f"    gRPC Submit(wait_seconds) {t['grpc'] * 1e3:8.2f} ms  (same server)")
+        print(
+            f"    bare aiohttp + engine in a thread {t['bare_spawn'] * 1e3:6.2f} ms  "
+            f"({t['bare_spawn'] / budget:.2f} of the target: the floor of an aiohttp route)"
+        )
 
 
 def print_output(rates: dict[str, float], megabytes: int) -> None:
