@@ -218,7 +218,8 @@ def _same(value: Any) -> Any:
     return value
 
 
-def _double(value: float) -> float | str:
+def json_double(value: float) -> float | str:
+    """A double as json_format writes it: NaN and the infinities by name."""
     if math.isfinite(value):
         return value
     if math.isnan(value):
@@ -274,7 +275,7 @@ def _scalar_writer(field: FieldDesc) -> Convert:
     if cpp in _INT64_TYPES:
         return str
     if cpp == FieldDescriptor.CPPTYPE_DOUBLE:
-        return _double
+        return json_double
     if cpp == FieldDescriptor.CPPTYPE_FLOAT:
         raise Unsupported(field.full_name)  # json_format writes its shortest repr
     return _same  # bool, 32-bit integers

@@ -30,6 +30,8 @@ from worker_plugins.grpc_transport.convert import (
     fact_to_str,
 )
 
+from .fast_json import json_double
+
 _STATE = {state: pb.JobState.Name(number) for state, number in STATE_TO_PB.items()}
 _END_REASON = {reason: pb.EndReason.Name(number) for reason, number in END_REASON_TO_PB.items()}
 _QUEUE_REASON = {r: pb.QueueReason.Name(number) for r, number in QUEUE_REASON_TO_PB.items()}
@@ -137,13 +139,8 @@ def _uint64(value: int | None) -> str | None:
 
 
 def _double(value: float) -> float | str:
-    """A double as json_format writes it: NaN and the infinities by name."""
-    number = float(value)
-    if math.isfinite(number):
-        return number
-    if math.isnan(number):
-        return "NaN"
-    return "Infinity" if number > 0 else "-Infinity"
+    """A double field's value (the record may hold an int there) as json_format writes it."""
+    return json_double(float(value))
 
 
 def _struct_value(value: Any) -> Any:
