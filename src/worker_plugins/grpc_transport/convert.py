@@ -176,11 +176,29 @@ def _isolation_from_pb(isolation: pb.Isolation) -> Isolation:
     )
 
 
+#: What a spec without ``limits`` or ``isolation`` gets (the model's values are immutable,
+#: so every such spec can share them rather than build and validate its own).
+_NO_LIMITS = Limits()
+_NO_ISOLATION = Isolation()
+
+
+def _texts(field: str, values: Iterable[str]) -> list[str]:
+    """Repeated text, each checked by :func:`_text`; the field named with the index of the
+    first bad one (only then is a name made)."""
+    texts = list(values)
+    if any("\0" in text for text in texts):
+        bad = next(i for i, text in enumerate(texts) if "\0" in text)
+        _text(f"{field}[{bad}]", texts[bad])
+    return texts
+
+
 def _str_map(field: str, values: Mapping[str, str]) -> dict[str, str]:
-    return {
-        _text(f"{field}[{key!r}]", key): _text(f"{field}[{key!r}]", value)
-        for key, value in values.items()
-    }
+    result = dict(values)
+    for key, value in result.items():
+        if "\0" in key or "\0" in value:
+            _text(f"{field}[{key!r}]", key)
+            _text(f"{field}[{key!r}]", value)
+    return result
 
 
 def _dependency_from_pb(i: int, dependency: pb.Dependency) -> Dependency:
@@ -203,11 +221,15 @@ def spec_from_pb(message: pb.JobSpec) -> JobSpec:
         raise InvalidSpec("command", "must not be empty")
     return JobSpec(
         command=_text("command", message.command),
-        args=[_text(f"args[{i}]", arg) for i, arg in enumerate(message.args)],
+        args=_texts("args", message.args),
         env=_str_map("env", message.env),
         cwd=_text("cwd", message.cwd) or "/",
-        limits=_limits_from_pb(message.limits),
-        isolation=_isolation_from_pb(message.isolation),
+        limits=_limits_from_pb(message.limits) if message.HasField("limits") else _NO_LIMITS,
+        isolation=(
+            _isolation_from_pb(message.isolation)
+            if message.HasField("isolation")
+            else _NO_ISOLATION
+        ),
         timeout=_number("timeout_seconds", message, "timeout_seconds"),
         options=_str_map("options", message.options),
         name=_text("name", message.name),
