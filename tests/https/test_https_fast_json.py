@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 from https_harness import HttpsServer, shell
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mapping_strategies import STRUCT_VALUES, TEXT
 
 from worker_core import Engine, JobSpec
 from worker_plugins.grpc_transport import convert
@@ -37,8 +38,6 @@ REQUESTS = [cls for cls in MESSAGE_CLASSES if cls.__name__.endswith("Request")]
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-#: Any code point a protobuf string can hold (surrogates cannot be encoded as UTF-8).
-TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
 #: Any JSON value json.loads can give, of any type, for the wrong-type cases.
 JSON_VALUES = st.recursive(
     st.none()
@@ -49,15 +48,6 @@ JSON_VALUES = st.recursive(
     lambda inner: (
         st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
     ),
-    max_leaves=8,
-)
-STRUCT_VALUES = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**60), max_value=2**60)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | TEXT,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
     max_leaves=8,
 )
 

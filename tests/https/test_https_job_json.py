@@ -17,6 +17,7 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mapping_strategies import STRUCT_VALUES, TEXT
 
 from worker_core import Engine, JobSpec
 from worker_core.plugin import (
@@ -38,8 +39,6 @@ from worker_plugins.https.messages import to_dict
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-#: Any code point a protobuf string can hold (surrogates cannot be encoded as UTF-8).
-TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=10)
 UINT64 = st.integers(min_value=1, max_value=2**64 - 1)
 #: A user or group id, as Isolation takes one.
 ID = st.integers(min_value=0, max_value=2**32 - 2)
@@ -47,20 +46,8 @@ INT32 = st.integers(min_value=-(2**31), max_value=2**31 - 1)
 #: A positive finite number, as the model's limits and timeouts take them (ints too).
 POSITIVE = st.floats(min_value=1e-300, allow_infinity=False) | st.integers(1, 2**40)
 ANY_FLOAT = st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(2**53), 2**53)
-#: Facts and usage: what plugins report, of any JSON type (and some that are not).
-FACT_VALUES = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**60), max_value=2**60)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | TEXT,
-    lambda inner: (
-        st.lists(inner, max_size=3)
-        | st.tuples(inner, inner)
-        | st.dictionaries(TEXT, inner, max_size=3)
-    ),
-    max_leaves=6,
-)
+#: Facts: what plugins report, of any JSON type, and tuples (written as lists).
+FACT_VALUES = STRUCT_VALUES | st.tuples(STRUCT_VALUES, STRUCT_VALUES)
 
 
 def optional(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
