@@ -641,6 +641,18 @@ class Engine:
                 self._timers.call_later(delay, lambda: self._apply(self._sched().begin_due(job.id)))
             )
         self._apply(self._sched().enqueue(entry, job, pairs, begin_due))
+        # A dependency read unfinished above may have ended before the scheduler knew of
+        # this job: its end released no one. Read again now that the job is registered
+        # (whatever ends from here on releases it), and settle any that ended meanwhile.
+        for dependency, record in pairs:
+            if record is None or record.is_finished:
+                continue
+            try:
+                now, _ = self._record(dependency.job_id)
+            except JobNotFound:
+                continue
+            if now.is_finished:
+                self._apply(self._sched().settled(now))
 
     def _apply(self, decision: Decision) -> None:
         """Carry out what the scheduler decided: new reasons, failures, starts. Ends of jobs

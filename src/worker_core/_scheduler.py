@@ -289,6 +289,13 @@ class Scheduler:
     def ended(self, job: Job) -> Decision:
         """``job`` ended: what it held is free, and jobs waiting on it may move."""
         self.unreserve(job.id)
+        return self.settled(job)
+
+    def settled(self, job: Job) -> Decision:
+        """Jobs waiting on ``job``, which has ended, may move. Idempotent: a dependant already
+        released (or not waiting on it) is left as it is. :meth:`ended` calls it; so does the
+        engine for a dependency it saw unfinished before the dependant was registered here
+        (the dependency may have ended, and :meth:`ended` found no dependant, meanwhile)."""
         with self._lock:
             fail: list[tuple[object, str]] = []
             reasons: list[tuple[object, QueueReason]] = []

@@ -159,6 +159,31 @@ def test_after_any_and_after_fail_run_once_their_dependency_failed() -> None:
     ]
 
 
+def test_a_dependency_that_ends_as_its_dependant_is_queued_still_releases_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The interleaving a loaded machine produced once in CI: the dependant's submit read its
+    # dependency's record while that job still ran, and the job ended (and the scheduler
+    # released its dependants) before the dependant was registered as one. Forced here by
+    # holding the registration until the dependency has ended.
+    with running_engine() as engine:
+        first = engine.submit(JobSpec("sleep", args=["0.3"]))
+        assert first.state is JobState.RUNNING
+        scheduler = engine._queue
+        assert scheduler is not None
+        enqueue = scheduler.enqueue
+
+        def enqueue_once_the_dependency_ended(item, job, dependencies, begin_due):  # type: ignore[no-untyped-def]
+            assert engine.wait(first.id, 30).end_reason is EndReason.EXITED
+            return enqueue(item, job, dependencies, begin_due)
+
+        monkeypatch.setattr(scheduler, "enqueue", enqueue_once_the_dependency_ended)
+        after = engine.submit(JobSpec("/bin/true", after=[Dependency(first.id)]))
+        monkeypatch.undo()
+        ended = engine.wait(after.id, 30)
+    assert ended.end_reason is EndReason.EXITED, ended
+
+
 def test_a_dependency_must_exist_and_be_readable() -> None:
     class OwnersOnly:
         @hookimpl
