@@ -26,6 +26,7 @@ from typing import NamedTuple, NoReturn
 import click
 
 from ._errors import PluginError
+from ._interrupts import redeliver_swallowed_stops
 from ._logs import LOG_FORMATS, configure_logging
 
 
@@ -216,6 +217,8 @@ def main() -> NoReturn:
     themselves; anywhere else, start-up included (loading plugins imports a lot), the
     KeyboardInterrupt ends up here.
     """
+    # A Ctrl-C that lands in a finalizer during start-up would otherwise be lost.
+    redeliver_swallowed_stops()
     try:
         # gRPC reads its log level once, when first imported (while plugins load): its own
         # log stays off, since every failure it would report (a refused handshake, a port in

@@ -131,3 +131,81 @@ def test_a_stop_signal_during_serve_start_up_unwinds_and_once_it_listens_stops_i
         assert "Traceback" not in err and "Exception ignored" not in err, (delay, err)
         expected = {0} if "listening on" in err else cut_short
         assert status in expected, (delay, status, err)
+
+
+#: A program whose stop signal is raised inside a generator's finalizer, where Python cannot
+#: let the exception propagate (it prints "Exception ignored" and goes on): the way a Ctrl-C
+#: of ``worker serve``'s start-up was once lost in CI, made deterministic. With ``hook`` it
+#: installs what ``worker`` installs first thing.
+SWALLOWED = """
+import signal, sys, time
+from worker_core._interrupts import redeliver_swallowed_stops
+from worker_plugins.serve.command import _terminated
+if sys.argv[1] == "hook":
+    redeliver_swallowed_stops()
+signum = getattr(signal, sys.argv[2])
+signal.signal(signal.SIGTERM, _terminated)
+
+def finalized():
+    try:
+        yield
+    finally:
+        signal.raise_signal(signum)  # its handler raises here, in the finalizer
+        pass
+
+pending = finalized()
+next(pending)
+del pending  # closed as it is freed: the exception is "ignored"
+time.sleep(30)
+print("the signal was lost", flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("signum", "status"), [("SIGINT", -signal.SIGINT), ("SIGTERM", 143)], ids=["SIGINT", "SIGTERM"]
+)
+def test_a_stop_signal_a_finalizer_swallowed_is_delivered_again(signum: str, status: int) -> None:
+    # SIGINT's KeyboardInterrupt ends this plain program as Python ends one: killed by
+    # SIGINT; serve's SIGTERM handler ends it with 128 + 15.
+    done = subprocess.run(
+        [sys.executable, "-c", SWALLOWED, "hook", signum],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=EXIT_TIMEOUT,
+    )
+    assert "the signal was lost" not in done.stdout
+    assert "Exception ignored" not in done.stderr, done.stderr
+    assert done.returncode == status, done.stderr
+
+
+def test_without_the_hook_the_signal_is_lost() -> None:
+    # What the hook is for (and that the program above really loses the signal).
+    done = subprocess.run(
+        [sys.executable, "-c", SWALLOWED.replace("time.sleep(30)", "time.sleep(1)"), "-", "SIGINT"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=EXIT_TIMEOUT,
+    )
+    assert "the signal was lost" in done.stdout
+    assert "Exception ignored" in done.stderr and "KeyboardInterrupt" in done.stderr
+
+
+def test_worker_installs_the_hook_before_anything_else() -> None:
+    probe = (
+        "import sys, worker_core.cli as cli\n"
+        "sys.argv = ['worker', '--help']\n"
+        "try:\n"
+        "    cli.main()\n"
+        "except SystemExit:\n"
+        "    print(getattr(sys.unraisablehook, 'redelivers_stops', False))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=EXIT_TIMEOUT,
+    )
+    assert done.stdout.strip().endswith("True"), (done.stdout, done.stderr)

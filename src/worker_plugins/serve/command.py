@@ -57,10 +57,19 @@ def _fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
+class Terminated(SystemExit):
+    """SIGTERM before the event loop takes it over: unwind like Ctrl-C does, so whatever was
+    set up (a launcher, locks) is released on the way out. Status 128 + 15, as if killed.
+    It carries the signal: raised in a finalizer, where Python cannot let it propagate, it is
+    delivered again (``worker``'s unraisable-exception hook reads ``signum``)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
 def _terminated(signum: int, frame: FrameType | None) -> NoReturn:
-    # SIGTERM before the event loop takes it over: unwind like Ctrl-C does, so whatever was
-    # set up (a launcher, locks) is released on the way out. Status 128 + 15, as if killed.
-    raise SystemExit(128 + signum)
+    raise Terminated(signum)
 
 
 def default_plugins() -> list[str]:
