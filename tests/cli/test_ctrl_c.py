@@ -140,11 +140,13 @@ def test_a_stop_signal_during_serve_start_up_unwinds_and_once_it_listens_stops_i
 SWALLOWED = """
 import signal, sys, time
 from worker_core._interrupts import redeliver_swallowed_stops
-from worker_plugins.serve.command import _terminated
+from worker_plugins.serve.stops import Terminated
 if sys.argv[1] == "hook":
     redeliver_swallowed_stops()
 signum = getattr(signal, sys.argv[2])
-signal.signal(signal.SIGTERM, _terminated)
+def terminated(signum, frame):  # serve's way to unwind on SIGTERM
+    raise Terminated(signum)
+signal.signal(signal.SIGTERM, terminated)
 
 def finalized():
     try:

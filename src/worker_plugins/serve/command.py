@@ -8,11 +8,9 @@ gRPC transport (on by default) is one plugin among others and a third party can 
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import attrs
@@ -31,6 +29,7 @@ from worker_core.plugin import (
 from .job_log import JobLog
 from .report import say
 from .running import serve
+from .stops import StopRequests
 from .transport import Transport, checked_transports
 
 if TYPE_CHECKING:
@@ -55,21 +54,6 @@ _PATH_FLAGS = frozenset({"ca", "cert", "key"})
 def _fail(message: str) -> NoReturn:
     say(f"error: {message}", logging.ERROR)
     sys.exit(1)
-
-
-class Terminated(SystemExit):
-    """SIGTERM before the event loop takes it over: unwind like Ctrl-C does, so whatever was
-    set up (a launcher, locks) is released on the way out. Status 128 + 15, as if killed.
-    It carries the signal: raised in a finalizer, where Python cannot let it propagate, it is
-    delivered again (``worker``'s unraisable-exception hook reads ``signum``)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(128 + signum)
-        self.signum = signum
-
-
-def _terminated(signum: int, frame: FrameType | None) -> NoReturn:
-    raise Terminated(signum)
 
 
 def default_plugins() -> list[str]:
@@ -204,12 +188,14 @@ def serve_command(
     TLS 1.2 is limited to ECDHE with AEAD ciphers; grpcio offers no minimum-version setting,
     and its core refuses anything older than TLS 1.2.
     """
-    signal.signal(signal.SIGTERM, _terminated)
+    stops = StopRequests()
+    stops.note_from_now()
     names = plugin_names(plugins)
     if "grpc" in names:
         # Before anything else: it may re-execute this process (see core_env).
         from worker_plugins.grpc_transport.core_env import ensure_core_environment
 
+        stops.check()  # a stop noted now would not survive the exec
         ensure_core_environment()
     # This process is the server's own: large output buffers are kept for reuse instead of
     # being mapped and unmapped for each message (see tune_allocator_for_streaming; figures
@@ -220,16 +206,17 @@ def serve_command(
         config = server_config(loaded, grpc_flags, state_dir, "grpc" in names)
     except WorkerError as exc:
         _fail(str(exc))
-    engine, transports = _build(names, config)
+    stops.check()
+    engine, transports = _build(names, config, stops)
     try:
-        serve(engine, transports, grace)
+        serve(engine, transports, grace, stops)
     except WorkerError as exc:
         _fail(str(exc))
     finally:
         engine.close()  # done already unless start-up was cut short (Ctrl-C)
 
 
-def _build(names: list[str], config: Config) -> tuple[Engine, list[Transport]]:
+def _build(names: list[str], config: Config, stops: StopRequests) -> tuple[Engine, list[Transport]]:
     """The engine, started, and the transports to run; one line and exit 1 on a problem."""
     # Imported here: this module is imported by every `worker` run (to register the
     # command), and only `serve` needs the engine.
@@ -247,7 +234,9 @@ def _build(names: list[str], config: Config) -> tuple[Engine, list[Transport]]:
                 "no transport is enabled (the gRPC one is off: no:grpc); "
                 "enable one with --plugins NAME"
             )
+        stops.check()
         engine.start()
+        stops.check()
     except WorkerError as exc:
         engine.close()
         _fail(str(exc))

@@ -20,6 +20,7 @@ from worker_core.plugin import WorkerError, release_if_free_above
 from .notify import notify
 from .reload import Reloader, reloadables, warn_expiring, watch_expiry
 from .report import report_started, say
+from .stops import STOP_SIGNALS, StopRequests
 
 if TYPE_CHECKING:
     from worker_core.plugin import Engine
@@ -41,7 +42,12 @@ HOUSEKEEPING_SECONDS = 10.0
 FREE_MEMORY_KEPT = 256 << 20
 
 
-def serve(engine: Engine, transports: Sequence[Transport], grace: float | None) -> None:
+def serve(
+    engine: Engine,
+    transports: Sequence[Transport],
+    grace: float | None,
+    stops: StopRequests | None = None,
+) -> None:
     """Start every transport on ``engine`` (started), serve until SIGTERM or SIGINT, then stop
     every job (SIGTERM, ``grace``, SIGKILL) and after that every transport. Meanwhile SIGHUP
     reloads what can be reloaded (:mod:`.reload`) and expiring certificates are warned about.
@@ -49,14 +55,17 @@ def serve(engine: Engine, transports: Sequence[Transport], grace: float | None) 
     Raises :class:`WorkerError` if a transport cannot start; whatever had started is
     stopped and every job ended first (there are none yet).
     """
-    asyncio.run(_serve(engine, transports, grace))
+    asyncio.run(_serve(engine, transports, grace, stops or StopRequests()))
 
 
-async def _serve(engine: Engine, transports: Sequence[Transport], grace: float | None) -> None:
+async def _serve(
+    engine: Engine, transports: Sequence[Transport], grace: float | None, stops: StopRequests
+) -> None:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stopping.set)
+    stops.check()  # one that came before the loop had them: the start-up is cut short
     reloader = Reloader()
     loop.add_signal_handler(signal.SIGHUP, reloader.request)
     started: list[Transport] = []
