@@ -13,7 +13,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -262,3 +262,19 @@ class ForkPath:
     def pre_spawn(self, job: Job, plan: SpawnPlan) -> None:
         if self.named is None or job.spec.name == self.named:
             plan.rlimits["RLIMIT_CORE"] = (0, 0)
+
+
+def write_plugin_distribution(
+    root: Path, module: str, source: str, entry_points: Mapping[str, str]
+) -> None:
+    """A distribution named after ``module`` (``worker_test_x`` -> ``worker-test-x``) in
+    ``root``: the module's ``source`` and a ``.dist-info`` whose ``worker.plugins`` entry
+    points (name -> ``module:attribute``) ``importlib.metadata`` finds on ``PYTHONPATH``
+    the way it finds an installed plugin's."""
+    (root / f"{module}.py").write_text(textwrap.dedent(source))
+    info = root / f"{module}-0.1.dist-info"
+    info.mkdir()
+    name = module.replace("_", "-")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    lines = "".join(f"{entry} = {target}\n" for entry, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[worker.plugins]\n{lines}")

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import os
 import signal
-import textwrap
 from pathlib import Path
 
 import pytest
 from grpc_certs import make_pki
 from grpc_harness import spawn_serve
-from helpers import wait_until
+from helpers import wait_until, write_plugin_distribution
 
 EXIT_TIMEOUT = 60
 
@@ -65,12 +64,8 @@ class StopAtStartup:
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory holding the ``worker-test-stop`` distribution, for ``PYTHONPATH``."""
     site = tmp_path_factory.mktemp("site")
-    (site / "worker_test_stop.py").write_text(textwrap.dedent(PLUGIN))
-    info = site / "worker_test_stop-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: worker-test-stop\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[worker.plugins]\nstopatstartup = worker_test_stop:StopAtStartup\n"
+    write_plugin_distribution(
+        site, "worker_test_stop", PLUGIN, {"stopatstartup": "worker_test_stop:StopAtStartup"}
     )
     return site
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import socket
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from grpc_harness import (
     spawn_serve,
     wait_for,
 )
+from helpers import write_plugin_distribution
 
 from worker_plugins.grpc_transport import worker_pb2 as pb
 
@@ -92,14 +92,14 @@ class NotATransportPlugin:
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory holding the ``worker-test-count`` distribution, for ``PYTHONPATH``."""
     site = tmp_path_factory.mktemp("site")
-    (site / "worker_test_count.py").write_text(textwrap.dedent(PLUGIN))
-    info = site / "worker_test_count-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: worker-test-count\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[worker.plugins]\n"
-        "count = worker_test_count:CountPlugin\n"
-        "notatransport = worker_test_count:NotATransportPlugin\n"
+    write_plugin_distribution(
+        site,
+        "worker_test_count",
+        PLUGIN,
+        {
+            "count": "worker_test_count:CountPlugin",
+            "notatransport": "worker_test_count:NotATransportPlugin",
+        },
     )
     return site
 

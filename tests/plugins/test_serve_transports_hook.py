@@ -9,10 +9,11 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
+
+from helpers import write_plugin_distribution
 
 TRANSPORT = '''
 import json
@@ -60,12 +61,8 @@ class Plugin:
 def install_fake_transport(root: Path) -> None:
     """A distribution ``fake-transport`` with one ``worker.plugins`` entry point, found by
     ``importlib.metadata`` the way an installed one is."""
-    (root / "fake_transport.py").write_text(textwrap.dedent(TRANSPORT))
-    dist = root / "fake_transport-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-transport\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(
-        "[worker.plugins]\nfaketransport = fake_transport:Plugin\n"
+    write_plugin_distribution(
+        root, "fake_transport", TRANSPORT, {"faketransport": "fake_transport:Plugin"}
     )
 
 
