@@ -20,13 +20,10 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 class Terminated(SystemExit):
     """SIGTERM before the event loop takes it over: unwind like Ctrl-C does, so whatever was
-    set up (a launcher, locks) is released on the way out. Status 128 + 15, as if killed.
-    It carries the signal: raised in a finalizer, where Python cannot let it propagate, it is
-    delivered again (``worker``'s unraisable-exception hook reads ``signum``)."""
+    set up (a launcher, locks) is released on the way out. Status 128 + 15, as if killed."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(128 + signum)
-        self.signum = signum
 
 
 class StopRequests:
