@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
@@ -186,9 +186,9 @@ def _texts(field: str, values: Iterable[str]) -> list[str]:
     """Repeated text, each checked by :func:`_text`; the field named with the index of the
     first bad one (only then is a name made)."""
     texts = list(values)
-    if any("\0" in text for text in texts):
-        bad = next(i for i, text in enumerate(texts) if "\0" in text)
-        _text(f"{field}[{bad}]", texts[bad])
+    for i, text in enumerate(texts):
+        if "\0" in text:
+            _text(f"{field}[{i}]", text)
     return texts
 
 
@@ -296,17 +296,18 @@ def fact_to_str(value: Any) -> str:
     return str(value)
 
 
-def _json_value(value: Any) -> Any:
+def json_value(value: Any, number: Callable[[float], Any] = lambda n: n) -> Any:
     """``value`` as a ``google.protobuf.Value`` can hold it (JSON's types); anything else, and
-    a number JSON cannot write (NaN, infinities), as its text."""
+    a number JSON cannot write (NaN, infinities), as its text. Each number is ``number(n)``
+    (``float``: as the ``Value`` holds it once made, a double)."""
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int | float):
-        return value if math.isfinite(value) else fact_to_str(value)
+        return number(value) if math.isfinite(value) else fact_to_str(value)
     if isinstance(value, list | tuple):
-        return [_json_value(item) for item in value]
+        return [json_value(item, number) for item in value]
     if isinstance(value, Mapping):
-        return {str(key): _json_value(item) for key, item in value.items()}
+        return {str(key): json_value(item, number) for key, item in value.items()}
     return fact_to_str(value)
 
 
@@ -315,7 +316,7 @@ def facts_struct(facts: Mapping[str, Any]) -> struct_pb2.Struct | None:
     if not facts:
         return None
     struct = struct_pb2.Struct()
-    struct.update({key: _json_value(value) for key, value in facts.items()})
+    struct.update({key: json_value(value) for key, value in facts.items()})
     return struct
 
 

@@ -16,7 +16,6 @@ to a message inside it) fails it until it is written here too.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +27,7 @@ from worker_plugins.grpc_transport.convert import (
     QUEUE_REASON_TO_PB,
     STATE_TO_PB,
     fact_to_str,
+    json_value,
 )
 
 from .fast_json import json_double
@@ -104,6 +104,7 @@ def _limits(limits: Limits) -> dict[str, Any]:
             "cpu": None if limits.cpu is None else _double(limits.cpu),
             "cpuWeight": limits.cpu_weight,
             "ioWeight": limits.io_weight,
+            "pidsMax": limits.pids_max,
         }
     )
     result["io"] = [
@@ -120,7 +121,6 @@ def _limits(limits: Limits) -> dict[str, Any]:
         }
         for io in limits.io
     ]
-    _optional(result, "pidsMax", limits.pids_max)
     return result
 
 
@@ -145,14 +145,5 @@ def _double(value: float) -> float | str:
 
 def _struct_value(value: Any) -> Any:
     """What a ``google.protobuf.Value`` made by ``convert.facts_struct`` holds, as JSON: every
-    number a double, a number JSON cannot write (NaN, infinities) or a value of another type
-    as its text."""
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else fact_to_str(value)
-    if isinstance(value, list | tuple):
-        return [_struct_value(item) for item in value]
-    if isinstance(value, Mapping):
-        return {str(key): _struct_value(item) for key, item in value.items()}
-    return fact_to_str(value)
+    number a double."""
+    return json_value(value, float)
