@@ -46,16 +46,18 @@ def serve(
     engine: Engine,
     transports: Sequence[Transport],
     grace: float | None,
-    stops: StopRequests | None = None,
+    stops: StopRequests,
 ) -> None:
     """Start every transport on ``engine`` (started), serve until SIGTERM or SIGINT, then stop
     every job (SIGTERM, ``grace``, SIGKILL) and after that every transport. Meanwhile SIGHUP
     reloads what can be reloaded (:mod:`.reload`) and expiring certificates are warned about.
 
     Raises :class:`WorkerError` if a transport cannot start; whatever had started is
-    stopped and every job ended first (there are none yet).
+    stopped and every job ended first (there are none yet). A stop signal ``stops`` noted
+    before the loop took the signals over cuts the start-up short (KeyboardInterrupt or
+    :class:`~.stops.Terminated`).
     """
-    asyncio.run(_serve(engine, transports, grace, stops or StopRequests()))
+    asyncio.run(_serve(engine, transports, grace, stops))
 
 
 async def _serve(
