@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from grpc_certs import make_pki
 from grpc_harness import spawn_serve
-from helpers import wait_until, write_plugin_distribution
+from helpers import alive, wait_until, write_plugin_distribution
 
 EXIT_TIMEOUT = 60
 
@@ -70,14 +70,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return site
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] not in "ZX"
-
-
 @pytest.mark.parametrize("how", ["plain", "finalizer"])
 @pytest.mark.parametrize(
     ("signum", "status"),
@@ -106,4 +98,4 @@ def test_a_stop_signal_during_the_engines_start_cuts_serve_short(
     assert "Traceback" not in err and "Exception ignored" not in err, err
     launchers = [int(pid) for pid in children.read_text().split()]
     assert launchers, "the engine had started its launchers when the hook ran"
-    assert wait_until(lambda: not any(_alive(pid) for pid in launchers), 30), "launchers left"
+    assert wait_until(lambda: not any(alive(pid) for pid in launchers), 30), "launchers left"
